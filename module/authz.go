@@ -1,0 +1,263 @@
+package logto
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// Rule is one authorization requirement. Values on one rule are
+// alternatives (any may match); several rules must all hold.
+type Rule struct {
+	// What is checked:
+	//   - "role": the user's global roles (the roles claim);
+	//   - "scope": permissions in the route's access token (token_resource
+	//     and/or organization);
+	//   - "organization": membership in the listed organizations, or in the
+	//     route's organization when no value is given;
+	//   - "organization_role": a role in the route's organization
+	//     (organization_roles entries "<organization id>:<role>");
+	//   - "claim": the claim named by Claim has one of the values (for a
+	//     list claim, contains one of them).
+	Kind string `json:"kind"`
+
+	// The claim name, for kind "claim".
+	Claim string `json:"claim,omitempty"`
+
+	// Accepted values; any one suffices.
+	Values []string `json:"values,omitempty"`
+}
+
+// claimScopes says which scope makes Logto issue a claim a rule reads.
+var claimScopes = map[string]string{
+	"roles":              "roles",
+	"organizations":      "urn:logto:scope:organizations",
+	"organization_roles": "urn:logto:scope:organization_roles",
+	"email":              "email",
+	"email_verified":     "email",
+	"phone_number":       "phone",
+	"custom_data":        "custom_data",
+	"identities":         "identities",
+}
+
+// organizationsResource must be requested at sign-in for organization
+// tokens, as Logto's SDKs do.
+const organizationsResource = "urn:logto:resource:organizations"
+
+// compileRules checks the rules, and adds to the sign-in request the scopes
+// and resources they and the route's token need, so a rule can be met.
+func (h *Handler) compileRules() error {
+	addScope := func(s string) {
+		if !slices.Contains(h.Scopes, s) {
+			h.Scopes = append(h.Scopes, s)
+		}
+	}
+	addResource := func(s string) {
+		if !slices.Contains(h.Resources, s) {
+			h.Resources = append(h.Resources, s)
+		}
+	}
+	if h.TokenResource != "" {
+		addResource(h.TokenResource)
+	}
+	if h.Organization != "" {
+		addScope("urn:logto:scope:organizations")
+		addResource(organizationsResource)
+	}
+	for i, r := range h.Require {
+		switch r.Kind {
+		case "role":
+			addScope("roles")
+		case "scope":
+			if h.TokenResource == "" && h.Organization == "" {
+				return fmt.Errorf("logto: require scope needs token_resource or organization: permissions live in the route's access token")
+			}
+			// Logto puts a permission in the token only if it was asked
+			// for at sign-in.
+			for _, v := range r.Values {
+				addScope(v)
+			}
+		case "organization":
+			addScope("urn:logto:scope:organizations")
+			if len(r.Values) == 0 && h.Organization == "" {
+				return fmt.Errorf("logto: require organization without ids needs organization (the route's organization)")
+			}
+		case "organization_role":
+			addScope("urn:logto:scope:organizations")
+			addScope("urn:logto:scope:organization_roles")
+			if h.Organization == "" {
+				return fmt.Errorf("logto: require organization_role needs organization (the route's organization)")
+			}
+		case "claim":
+			if r.Claim == "" {
+				return fmt.Errorf("logto: require claim needs a claim name")
+			}
+			if s, ok := claimScopes[r.Claim]; ok {
+				addScope(s)
+			}
+		default:
+			return fmt.Errorf("logto: require #%d: unknown kind %q (want role, scope, organization, organization_role or claim)", i+1, r.Kind)
+		}
+		if len(r.Values) == 0 && r.Kind != "organization" {
+			return fmt.Errorf("logto: require %s needs at least one value", r.Kind)
+		}
+	}
+	return nil
+}
+
+// needsRequestAuth reports whether requests need more than the session:
+// rules, a route token or a route organization.
+func (h *Handler) needsRequestAuth() bool {
+	return len(h.Require) > 0 || h.TokenResource != "" || h.Organization != ""
+}
+
+// needsUserinfo reports whether some rule reads a claim Logto may leave out
+// of ID tokens.
+func (h *Handler) needsUserinfo() bool {
+	for _, r := range h.Require {
+		switch r.Kind {
+		case "role", "organization", "organization_role", "claim":
+			return true
+		}
+	}
+	return h.Organization != ""
+}
+
+// requestAuth is what one request's authorization found, for placeholders.
+type requestAuth struct {
+	u     *user
+	org   string
+	token string
+}
+
+func (ra *requestAuth) placeholder(key string) (any, bool) {
+	switch key {
+	case "http.auth.logto.access_token":
+		return ra.token, true
+	case "http.auth.logto.organization_id":
+		return ra.org, true
+	}
+	return ra.u.placeholder(key)
+}
+
+// authorize resolves the route's organization, obtains its access token and
+// checks the rules. A signed-in user who fails gets 403, never a redirect
+// (which would loop back here).
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, cs *cookieSet, u *user) (*requestAuth, error) {
+	ra := &requestAuth{u: u}
+	c := h.client
+	ctx := r.Context()
+	orig := u
+
+	// claims reads a claim from the ID token, or from userinfo when the
+	// tenant leaves it out of ID tokens.
+	var info map[string]any
+	claim := func(name string) any {
+		if v, ok := u.claims[name]; ok {
+			return v
+		}
+		if info == nil {
+			var err error
+			if info, u, err = c.userinfo(ctx, u); err != nil {
+				h.logger.Warn("cannot read userinfo for a rule", errField(err))
+				info = map[string]any{}
+			}
+		}
+		return info[name]
+	}
+	claimList := func(name string) []string {
+		return claimStrings(map[string]any{name: claim(name)}, name)
+	}
+
+	if h.Organization != "" {
+		ra.org = repl.ReplaceAll(h.Organization, "")
+		if !validID(ra.org) {
+			return nil, h.forbidden(u, "the route's organization id is empty or malformed")
+		}
+		// Membership first, so an organization id taken from the request
+		// (a subdomain, a header) cannot make us ask Logto for a token of
+		// an organization the user is not in.
+		if !slices.Contains(claimList("organizations"), ra.org) {
+			return nil, h.forbidden(u, "not a member of the route's organization")
+		}
+	}
+
+	var scopes []string
+	if h.TokenResource != "" || h.Organization != "" {
+		at, nu, err := c.accessTokenFor(ctx, u, tokenKey{resource: h.TokenResource, org: ra.org})
+		switch {
+		case errors.Is(err, errSessionEnded):
+			h.clearSession(w, r, cs)
+			return nil, h.unauthenticated(w, r, cs)
+		case errors.Is(err, errTokenDenied):
+			return nil, h.forbidden(u, "Logto refused a token for the route")
+		case err != nil:
+			h.logger.Error("cannot obtain the route's access token", errField(err))
+			return nil, caddyhttp.Error(http.StatusBadGateway, err)
+		}
+		u = nu
+		ra.token, scopes = at.token, at.scopes
+	}
+
+	for _, rule := range h.Require {
+		ok := false
+		switch rule.Kind {
+		case "role":
+			ok = intersects(claimList("roles"), rule.Values)
+		case "scope":
+			ok = intersects(scopes, rule.Values)
+		case "organization":
+			orgs := claimList("organizations")
+			if len(rule.Values) == 0 {
+				ok = slices.Contains(orgs, ra.org)
+			} else {
+				ok = intersects(orgs, rule.Values)
+			}
+		case "organization_role":
+			for _, e := range claimList("organization_roles") {
+				org, role, _ := strings.Cut(e, ":")
+				if org == ra.org && slices.Contains(rule.Values, role) {
+					ok = true
+					break
+				}
+			}
+		case "claim":
+			v := claim(rule.Claim)
+			if list, isList := v.([]any); isList {
+				ok = intersects(claimStrings(map[string]any{"v": list}, "v"), rule.Values)
+			} else {
+				ok = v != nil && slices.Contains(rule.Values, claimString(v))
+			}
+		}
+		if !ok {
+			return nil, h.forbidden(u, "require "+rule.Kind+" not met")
+		}
+	}
+	if u != orig {
+		h.writeSession(w, r, cs, u)
+		ra.u = u
+	}
+	return ra, nil
+}
+
+func (h *Handler) forbidden(u *user, reason string) error {
+	h.logger.Info("signed-in user denied", zap.String("user_id", u.sub), zap.String("reason", reason))
+	return caddyhttp.Error(http.StatusForbidden, errors.New("logto: "+reason))
+}
+
+func intersects(have, want []string) bool {
+	for _, w := range want {
+		if slices.Contains(have, w) {
+			return true
+		}
+	}
+	return false
+}
+
+func splitFields(s string) []string { return strings.Fields(s) }

@@ -1,0 +1,334 @@
+package logto
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+)
+
+// backchannelEvent is the event a logout token must carry (OpenID Connect
+// Back-Channel Logout 1.0, section 2.4).
+const backchannelEvent = "http://schemas.openid.net/event/backchannel-logout"
+
+// maxLogoutTokenAge bounds how old (by iat) a logout token may be.
+const maxLogoutTokenAge = 5 * time.Minute
+
+// revokeKind says what a revocation names.
+type revokeKind string
+
+const (
+	revokeSession revokeKind = "session" // our session id (sign-out)
+	revokeSub     revokeKind = "sub"     // every session of a user created before the logout
+	revokeSID     revokeKind = "sid"     // every session bound to Logto's session id
+)
+
+// revocation is one entry of the logout list, as kept in Caddy's storage.
+type revocation struct {
+	Kind  revokeKind `json:"kind"`
+	Value string     `json:"value"`
+	At    int64      `json:"at"`    // sessions created at or before this are ended
+	Until int64      `json:"until"` // after this no session it names can exist
+}
+
+// revSet is an immutable snapshot of the logout list, read without locks on
+// every request.
+type revSet struct {
+	sessions, subs, sids map[string]int64
+}
+
+func (s *revSet) empty() bool {
+	return len(s.sessions) == 0 && len(s.subs) == 0 && len(s.sids) == 0
+}
+
+// revocations is the logout list: ended sessions (sign-out) and back-channel
+// logouts. It lives in Caddy's configured storage so every instance sharing
+// that storage (a cluster) honours a logout any of them received, and in
+// memory for the hot path.
+type revocations struct {
+	logger *zap.Logger
+	set    atomic.Pointer[revSet]
+
+	mu      sync.Mutex
+	storage certmagic.Storage
+	prefix  string
+	known   map[string]bool // storage keys already loaded
+	poll    time.Duration
+	stopped chan struct{}
+	started bool
+	jtis    map[string]int64 // logout token ids seen, until they expire
+}
+
+func newRevocations(logger *zap.Logger) *revocations {
+	rv := &revocations{logger: logger, known: map[string]bool{}, jtis: map[string]int64{}, stopped: make(chan struct{})}
+	rv.set.Store(&revSet{})
+	return rv
+}
+
+// attach points the list at Caddy's storage and starts following it.
+func (rv *revocations) attach(ctx caddy.Context, appID string, poll time.Duration) {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	sum := sha256.Sum256([]byte(appID))
+	rv.prefix = "logto/revoked/" + hex.EncodeToString(sum[:8])
+	rv.storage = ctx.Storage()
+	if poll > 0 && (rv.poll == 0 || poll < rv.poll) {
+		rv.poll = poll
+	}
+	if !rv.started && rv.storage != nil {
+		rv.started = true
+		go rv.follow()
+	}
+}
+
+func (rv *revocations) stop() {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	select {
+	case <-rv.stopped:
+	default:
+		close(rv.stopped)
+	}
+}
+
+func (rv *revocations) follow() {
+	for {
+		rv.load()
+		rv.mu.Lock()
+		poll := rv.poll
+		rv.mu.Unlock()
+		select {
+		case <-rv.stopped:
+			return
+		case <-time.After(poll):
+		}
+	}
+}
+
+// load reads entries other instances stored and drops expired ones.
+func (rv *revocations) load() {
+	rv.mu.Lock()
+	st, prefix := rv.storage, rv.prefix
+	rv.mu.Unlock()
+	if st == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	keys, err := st.List(ctx, prefix, false)
+	if err != nil {
+		if !isNotExist(err) {
+			rv.logger.Warn("cannot read the logout list from storage", errField(err))
+		}
+		return
+	}
+	now := time.Now().Unix()
+	var fresh []revocation
+	for _, k := range keys {
+		rv.mu.Lock()
+		seen := rv.known[k]
+		rv.mu.Unlock()
+		if seen {
+			continue
+		}
+		b, err := st.Load(ctx, k)
+		if err != nil {
+			continue
+		}
+		var e revocation
+		if json.Unmarshal(b, &e) != nil {
+			continue
+		}
+		if e.Until < now {
+			_ = st.Delete(ctx, k)
+			continue
+		}
+		rv.mu.Lock()
+		rv.known[k] = true
+		rv.mu.Unlock()
+		fresh = append(fresh, e)
+	}
+	if len(fresh) > 0 {
+		rv.merge(fresh...)
+	}
+}
+
+func isNotExist(err error) bool {
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// merge adds entries to the in-memory snapshot, dropping expired ones.
+func (rv *revocations) merge(entries ...revocation) {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	old := rv.set.Load()
+	next := &revSet{sessions: map[string]int64{}, subs: map[string]int64{}, sids: map[string]int64{}}
+	copyLive := func(dst, src map[string]int64) {
+		for k, v := range src {
+			dst[k] = v
+		}
+	}
+	copyLive(next.sessions, old.sessions)
+	copyLive(next.subs, old.subs)
+	copyLive(next.sids, old.sids)
+	for _, e := range entries {
+		var m map[string]int64
+		switch e.Kind {
+		case revokeSession:
+			m = next.sessions
+		case revokeSub:
+			m = next.subs
+		case revokeSID:
+			m = next.sids
+		default:
+			continue
+		}
+		if e.At > m[e.Value] {
+			m[e.Value] = e.At
+		}
+	}
+	rv.set.Store(next)
+}
+
+// add records a logout here at once and in storage for the other instances.
+func (rv *revocations) add(ctx context.Context, kind revokeKind, value string, until int64) {
+	if value == "" {
+		return
+	}
+	e := revocation{Kind: kind, Value: value, At: time.Now().Unix(), Until: until}
+	rv.merge(e)
+	rv.mu.Lock()
+	st, prefix := rv.storage, rv.prefix
+	rv.mu.Unlock()
+	if st == nil {
+		return
+	}
+	sum := sha256.Sum256([]byte(string(kind) + "\x00" + value))
+	key := prefix + "/" + hex.EncodeToString(sum[:16])
+	b, _ := json.Marshal(e)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := st.Store(ctx, key, b); err != nil {
+		rv.logger.Error("cannot write the logout list to storage; other instances will not see this logout", errField(err))
+		return
+	}
+	rv.mu.Lock()
+	rv.known[key] = true
+	rv.mu.Unlock()
+}
+
+// has reports whether u's session is on the logout list. It is on the hot
+// path: one atomic load and, when the list is not empty, three map reads.
+func (rv *revocations) has(u *user) bool {
+	s := rv.set.Load()
+	if s.empty() {
+		return false
+	}
+	if _, ok := s.sessions[u.s.ID]; ok {
+		return true
+	}
+	if at, ok := s.subs[u.sub]; ok && u.s.Created <= at {
+		return true
+	}
+	if u.sid != "" {
+		if at, ok := s.sids[u.sid]; ok && u.s.Created <= at {
+			return true
+		}
+	}
+	return false
+}
+
+// seenJTI records a logout token id and reports whether it was seen before.
+func (rv *revocations) seenJTI(jti string, until int64) bool {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	now := time.Now().Unix()
+	for k, exp := range rv.jtis {
+		if exp < now {
+			delete(rv.jtis, k)
+		}
+	}
+	if _, ok := rv.jtis[jti]; ok {
+		return true
+	}
+	rv.jtis[jti] = until
+	return false
+}
+
+// backchannelLogout receives Logto's logout token and ends the sessions it
+// names, here and, through storage, on every instance.
+func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Cache-Control", "no-store")
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		return h.badLogout("body is not a form")
+	}
+	token := r.PostForm.Get("logout_token")
+	if token == "" || len(token) > 16<<10 {
+		return h.badLogout("no logout_token")
+	}
+	_, _, err := h.client.idp.discover(r.Context())
+	if err != nil {
+		return caddyhttp.Error(http.StatusBadGateway, err)
+	}
+	verifier := h.client.idp.logoutVerifier()
+	idt, err := verifier.Verify(r.Context(), token)
+	if err != nil {
+		return h.badLogout("signature, issuer or audience does not verify")
+	}
+	var claims struct {
+		Sub    string                     `json:"sub"`
+		SID    string                     `json:"sid"`
+		JTI    string                     `json:"jti"`
+		IAT    int64                      `json:"iat"`
+		Nonce  *string                    `json:"nonce"`
+		Events map[string]json.RawMessage `json:"events"`
+	}
+	if err := idt.Claims(&claims); err != nil {
+		return h.badLogout("claims do not parse")
+	}
+	now := h.client.now()
+	switch {
+	case claims.Events == nil || claims.Events[backchannelEvent] == nil:
+		return h.badLogout("no back-channel logout event")
+	case claims.Nonce != nil:
+		// A logout token must not be mistakable for an ID token.
+		return h.badLogout("has a nonce")
+	case claims.Sub == "" && claims.SID == "":
+		return h.badLogout("names neither sub nor sid")
+	case claims.JTI == "":
+		return h.badLogout("has no jti")
+	case claims.IAT == 0 || now.Sub(time.Unix(claims.IAT, 0)) > maxLogoutTokenAge || time.Unix(claims.IAT, 0).Sub(now) > clockSkew:
+		return h.badLogout("iat is missing or out of range")
+	}
+	if h.client.revoked.seenJTI(claims.JTI, claims.IAT+int64(maxLogoutTokenAge/time.Second)+60) {
+		return h.badLogout("replayed")
+	}
+	until := now.Unix() + int64(time.Duration(h.SessionLifetime).Seconds())
+	ctx := context.WithoutCancel(r.Context())
+	if claims.SID != "" {
+		h.client.revoked.add(ctx, revokeSID, claims.SID, until)
+	}
+	if claims.Sub != "" && claims.SID == "" {
+		h.client.revoked.add(ctx, revokeSub, claims.Sub, until)
+	}
+	h.logger.Info("back-channel logout received", zap.String("user_id", claims.Sub), zap.Bool("sid", claims.SID != ""))
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func (h *Handler) badLogout(reason string) error {
+	h.logger.Warn("back-channel logout rejected", zap.String("reason", reason))
+	return caddyhttp.Error(http.StatusBadRequest, errors.New("logto: invalid logout token: "+reason))
+}

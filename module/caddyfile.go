@@ -1,0 +1,289 @@
+package logto
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterDirective("logto", parseCaddyfile)
+	// Authentication runs before basic_auth and everything that serves,
+	// so no "order" line is needed.
+	httpcaddyfile.RegisterDirectiveOrder("logto", httpcaddyfile.Before, "basic_auth")
+}
+
+// parseCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	logto [<matcher>] {
+//		endpoint       <url>
+//		app_id         <id>
+//		app_secret     <secret>
+//		cookie_secret  <secret> [<older secret>...]
+//		cookie_name    <name>
+//		path_prefix    <path>
+//		pass
+//		scopes         <scope>...
+//		resources      <indicator>...
+//		prompt         <prompt>...
+//		first_screen   <screen>
+//		identifiers    <email|phone|username>...
+//		direct_sign_in <social:target|sso:connector>
+//		login_hint     <hint>
+//		ui_locales     <locale>...
+//		organization_id <id>
+//		extra_param    <name> <value>
+//		post_sign_out_redirect <path|url>
+//		base_url       <scheme://host>
+//		session_lifetime <duration>
+//		idle_timeout   <duration>
+//		sign_in_timeout <duration>
+//		header         <field> <value>
+//		token_resource <indicator>
+//		organization   <id|placeholder>
+//		require        role|scope|organization|organization_role <value>...
+//		require        claim <name> <value>...
+//		revocation_poll <duration>
+//	}
+//
+// The directive's matcher selects what is protected; the flow endpoints
+// under path_prefix are served whatever the matcher, so sign-in works when
+// only part of a site is protected. Placeholders are kept as written (the
+// adapted JSON never holds an expanded secret) and expanded at provision.
+func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	h.Next() // the directive name
+	userSet, err := h.ExtractMatcherSet()
+	if err != nil {
+		return nil, err
+	}
+	var l Handler
+	if err := l.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+
+	handlerJSON := caddyconfig.JSONModuleObject(&l, "handler", "logto", nil)
+	route := caddyhttp.Route{HandlersRaw: []json.RawMessage{handlerJSON}}
+	if userSet != nil {
+		prefix := l.PathPrefix
+		if prefix == "" {
+			prefix = "/logto"
+		}
+		p := newFlowPaths("/" + strings.Trim(prefix, "/"))
+		flowSet := caddy.ModuleMap{"path": caddyconfig.JSON(caddyhttp.MatchPath{
+			p.signIn, p.signUp, p.callback, p.signOut, p.user, p.backchannel,
+		}, nil)}
+		route.MatcherSetsRaw = []caddy.ModuleMap{userSet, flowSet}
+	}
+	return []httpcaddyfile.ConfigValue{{Class: "route", Value: route}}, nil
+}
+
+// UnmarshalCaddyfile reads the directive and its block (a matcher, if any,
+// has been taken out already). Unknown or repeated options and missing
+// arguments are errors naming the option and its line.
+func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.Errf("logto: unexpected argument %q; options go in a block: logto { endpoint ... }", d.Val())
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if !repeatable[opt] {
+			if seen[opt] {
+				return d.Errf("logto: option %q given twice", opt)
+			}
+			seen[opt] = true
+		}
+		args := d.RemainingArgs()
+		need := func(n int) error {
+			if len(args) != n {
+				return d.Errf("logto: option %q takes %d argument(s), got %d", opt, n, len(args))
+			}
+			return nil
+		}
+		atLeast := func(n int) error {
+			if len(args) < n {
+				return d.Errf("logto: option %q needs at least %d argument(s)", opt, n)
+			}
+			return nil
+		}
+		duration := func(dst *caddy.Duration) error {
+			if err := need(1); err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur < 0 {
+				return d.Errf("logto: option %q: %q is not a duration (e.g. 30m, 12h, 14d)", opt, args[0])
+			}
+			*dst = caddy.Duration(dur)
+			return nil
+		}
+		one := func(dst *string) error {
+			if err := need(1); err != nil {
+				return err
+			}
+			*dst = args[0]
+			return nil
+		}
+		list := func(dst *[]string) error {
+			if err := atLeast(1); err != nil {
+				return err
+			}
+			*dst = append(*dst, args...)
+			return nil
+		}
+		var err error
+		switch opt {
+		case "endpoint":
+			err = one(&l.Endpoint)
+		case "app_id":
+			err = one(&l.AppID)
+		case "app_secret":
+			err = one(&l.AppSecret)
+		case "cookie_secret":
+			err = list(&l.CookieSecrets)
+		case "cookie_name":
+			if err = one(&l.CookieName); err == nil && !validCookieNameOpt(l.CookieName) {
+				err = d.Errf("logto: option %q: %q is not a valid cookie name", opt, l.CookieName)
+			}
+		case "path_prefix":
+			if err = one(&l.PathPrefix); err == nil && !strings.HasPrefix(l.PathPrefix, "/") {
+				err = d.Errf("logto: option %q must start with /", opt)
+			}
+		case "pass":
+			if err = need(0); err == nil {
+				l.Pass = true
+			}
+		case "scopes":
+			err = list(&l.Scopes)
+		case "resources":
+			err = list(&l.Resources)
+		case "prompt":
+			if err = atLeast(1); err == nil {
+				l.Prompt = strings.Join(args, " ")
+			}
+		case "first_screen":
+			if err = one(&l.FirstScreen); err == nil && !validFirstScreen(l.FirstScreen) {
+				err = d.Errf("logto: option %q: %q is not one of sign_in, register, identifier:sign_in, identifier:register, single_sign_on, reset_password", opt, l.FirstScreen)
+			}
+		case "identifiers":
+			if err = list(&l.Identifiers); err == nil && !validIdentifiers(strings.Join(l.Identifiers, " ")) {
+				err = d.Errf("logto: option %q takes email, phone or username", opt)
+			}
+		case "direct_sign_in":
+			if err = one(&l.DirectSignIn); err == nil && !validDirectSignIn(l.DirectSignIn) {
+				err = d.Errf("logto: option %q: %q is not like social:kakao or sso:<connector id>", opt, l.DirectSignIn)
+			}
+		case "login_hint":
+			err = one(&l.LoginHint)
+		case "ui_locales":
+			err = list(&l.UILocales)
+		case "organization_id":
+			err = one(&l.SignInOrganization)
+		case "extra_param":
+			if err = need(2); err == nil {
+				if l.ExtraParams == nil {
+					l.ExtraParams = map[string]string{}
+				}
+				if _, dup := l.ExtraParams[args[0]]; dup {
+					return d.Errf("logto: option %q: parameter %q given twice", opt, args[0])
+				}
+				l.ExtraParams[args[0]] = args[1]
+			}
+		case "post_sign_out_redirect":
+			err = one(&l.PostSignOutRedirect)
+		case "base_url":
+			err = one(&l.BaseURL)
+		case "session_lifetime":
+			err = duration(&l.SessionLifetime)
+		case "idle_timeout":
+			err = duration(&l.IdleTimeout)
+		case "sign_in_timeout":
+			err = duration(&l.SignInTimeout)
+		case "revocation_poll":
+			err = duration(&l.RevocationPoll)
+		case "header":
+			if err = need(2); err == nil {
+				if l.Headers == nil {
+					l.Headers = map[string]string{}
+				}
+				field := http.CanonicalHeaderKey(args[0])
+				if _, dup := l.Headers[field]; dup {
+					return d.Errf("logto: option %q: field %q given twice", opt, args[0])
+				}
+				l.Headers[field] = args[1]
+			}
+		case "token_resource":
+			err = one(&l.TokenResource)
+		case "organization":
+			err = one(&l.Organization)
+		case "require":
+			err = l.parseRequire(d, args)
+		default:
+			return d.Errf("logto: unknown option %q", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for _, req := range []struct{ name, val string }{
+		{"endpoint", l.Endpoint}, {"app_id", l.AppID}, {"app_secret", l.AppSecret},
+	} {
+		if req.val == "" {
+			return d.Errf("logto: option %q is required", req.name)
+		}
+	}
+	return nil
+}
+
+// repeatable options may appear on several lines.
+var repeatable = map[string]bool{
+	"scopes": true, "resources": true, "ui_locales": true, "identifiers": true,
+	"extra_param": true, "header": true, "require": true,
+}
+
+func (l *Handler) parseRequire(d *caddyfile.Dispenser, args []string) error {
+	if len(args) < 1 {
+		return d.Errf("logto: option \"require\" needs a kind: role, scope, organization, organization_role or claim")
+	}
+	r := Rule{Kind: args[0]}
+	switch r.Kind {
+	case "role", "scope", "organization_role":
+		if len(args) < 2 {
+			return d.Errf("logto: require %s needs at least one value", r.Kind)
+		}
+		r.Values = args[1:]
+	case "organization":
+		r.Values = args[1:]
+	case "claim":
+		if len(args) < 3 {
+			return d.Errf("logto: require claim needs a claim name and at least one value")
+		}
+		r.Claim, r.Values = args[1], args[2:]
+	default:
+		return d.Errf("logto: require: unknown kind %q (want role, scope, organization, organization_role or claim)", r.Kind)
+	}
+	l.Require = append(l.Require, r)
+	return nil
+}
+
+func validCookieNameOpt(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,153 @@
+package logto
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+// clients holds one client per distinct application config, shared by every
+// logto handler of that config and kept across config reloads. Sharing is
+// what makes refresh single-flight hold for the whole process: two routes of
+// one site must not redeem the same refresh token twice.
+var clients = caddy.NewUsagePool()
+
+// clientConfig identifies a Logto application and its cookie keys.
+type clientConfig struct {
+	endpoint  string
+	appID     string
+	appSecret string
+	secrets   [][]byte
+}
+
+func (c clientConfig) key() string {
+	h := sha256.New()
+	for _, s := range []string{c.endpoint, c.appID, c.appSecret} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	for _, s := range c.secrets {
+		h.Write(s)
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// client is the state shared by the handlers of one Logto application: the
+// provider, the cookie codecs, the decoded-session cache, the live state of
+// sessions (refreshes, tokens) and the back-channel logout list.
+type client struct {
+	idp      *provider
+	sessions *Codec
+	attempts *Codec
+	users    *userCache
+	live     *liveSessions
+	revoked  *revocations
+	logger   *zap.Logger
+	now      func() time.Time
+	poolKey  string
+}
+
+func acquireClient(ctx caddy.Context, cfg clientConfig, poll time.Duration, logger *zap.Logger) (*client, error) {
+	val, _, err := clients.LoadOrNew(cfg.key(), func() (caddy.Destructor, error) {
+		return newClient(cfg, logger)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := val.(*client)
+	c.revoked.attach(ctx, cfg.appID, poll)
+	return c, nil
+}
+
+func releaseClient(c *client) {
+	// The pool calls Destruct when the last user lets go.
+	_, _ = clients.Delete(c.key())
+}
+
+func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
+	sessions, err := NewCodec("session", cfg.secrets...)
+	if err != nil {
+		return nil, err
+	}
+	attempts, err := NewCodec("sign-in", cfg.secrets...)
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Timeout: 15 * time.Second}
+	c := &client{
+		idp:      newProvider(cfg.endpoint, cfg.appID, cfg.appSecret, hc),
+		sessions: sessions,
+		attempts: attempts,
+		users:    newUserCache(maxCachedUsers),
+		live:     newLiveSessions(),
+		logger:   logger,
+		now:      time.Now,
+	}
+	c.revoked = newRevocations(logger)
+	c.poolKey = cfg.key()
+	return c, nil
+}
+
+// Destruct stops the client's background work.
+func (c *client) Destruct() error {
+	c.revoked.stop()
+	return nil
+}
+
+func (c *client) key() string { return c.poolKey }
+
+// maxCachedUsers bounds the decoded-session cache. A miss costs one cookie
+// decryption and a JSON decode, so the bound trades memory for nothing worse.
+const maxCachedUsers = 20000
+
+// userCache maps sealed cookie values to decoded sessions so the hot path
+// neither decrypts nor parses JSON for a cookie it has seen.
+type userCache struct {
+	mu  sync.RWMutex
+	max int
+	m   map[string]*user
+}
+
+func newUserCache(max int) *userCache {
+	return &userCache{max: max, m: make(map[string]*user)}
+}
+
+func (uc *userCache) get(cookie string) *user {
+	uc.mu.RLock()
+	u := uc.m[cookie]
+	uc.mu.RUnlock()
+	return u
+}
+
+func (uc *userCache) put(cookie string, u *user) {
+	uc.mu.Lock()
+	if len(uc.m) >= uc.max {
+		// Drop an arbitrary tenth; map iteration order is random enough
+		// and a dropped entry only costs one decode.
+		n := uc.max / 10
+		for k := range uc.m {
+			delete(uc.m, k)
+			if n--; n <= 0 {
+				break
+			}
+		}
+	}
+	uc.m[cookie] = u
+	uc.mu.Unlock()
+}
+
+func (uc *userCache) forgetSession(id string) {
+	uc.mu.Lock()
+	for k, u := range uc.m {
+		if u.s.ID == id {
+			delete(uc.m, k)
+		}
+	}
+	uc.mu.Unlock()
+}

@@ -1,0 +1,261 @@
+package logto
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// sessionAAD binds sealed session values to their purpose, whatever the
+// cookie's name on the wire.
+const sessionAAD = "session"
+
+// cookieSet is the names and attributes of the module's cookies for one
+// kind of request (HTTPS or plain HTTP).
+type cookieSet struct {
+	prefix  string // every module cookie starts with it
+	session string
+	attempt string // prefix of the per-attempt sign-in cookies
+	opts    CookieOptions
+}
+
+type cookieJarNames struct{ secure, plain cookieSet }
+
+func newCookieNames(base string) cookieJarNames {
+	mk := func(prefix string, secure bool) cookieSet {
+		return cookieSet{
+			prefix:  prefix,
+			session: prefix,
+			attempt: prefix + "-signin-",
+			opts:    CookieOptions{Secure: secure, Path: "/", SameSite: http.SameSiteLaxMode},
+		}
+	}
+	return cookieJarNames{secure: mk("__Host-"+base, true), plain: mk(base, false)}
+}
+
+// forRequest picks the cookie set: "__Host-" cookies with the Secure
+// attribute on HTTPS and on localhost (which browsers treat as a secure
+// context), plain ones on plain HTTP elsewhere, where browsers would drop
+// Secure cookies.
+func (h *Handler) cookiesFor(r *http.Request) *cookieSet {
+	if r.TLS != nil || strings.HasPrefix(h.BaseURL, "https://") || isLoopback(r.Host) {
+		return &h.cookie.secure
+	}
+	return &h.cookie.plain
+}
+
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	host = strings.Trim(host, "[]")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// gate lets a request through when it carries a valid session (and the
+// session meets the rules), and otherwise sends it to sign in or answers
+// 401.
+func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	// Identity headers are set by us or not at all, for anonymous requests
+	// too: a client must never be able to supply its own.
+	for _, f := range h.headerUp {
+		r.Header.Del(f.name)
+	}
+	r.Header.Del("Logto-ID-Token")
+
+	cs := h.cookiesFor(r)
+	u := h.currentUser(w, r, cs)
+	// Our cookies are ours: never forwarded to the handlers that follow.
+	stripCookies(r.Header, h.cookie.secure.prefix)
+	stripCookies(r.Header, h.cookie.plain.prefix)
+
+	if u == nil {
+		if h.Pass {
+			return next.ServeHTTP(w, r)
+		}
+		return h.unauthenticated(w, r, cs)
+	}
+
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if h.needsRequestAuth() {
+		ra, err := h.authorize(w, r, repl, cs, u)
+		if err != nil {
+			return err
+		}
+		repl.Map(ra.placeholder)
+	} else {
+		repl.Map(u.placeholder)
+	}
+	for _, f := range h.headerUp {
+		if v := repl.ReplaceAll(f.value, ""); v != "" {
+			r.Header.Set(f.name, v)
+		}
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// currentUser returns the signed-in user of the request, or nil. It keeps
+// the session alive: refreshes it when its ID token expired, re-issues the
+// cookie when the session changed, and clears cookies that are no longer
+// good. A cookie that is tampered with, truncated, expired, sealed with an
+// unknown key or revoked means "signed out", never an error.
+func (h *Handler) currentUser(w http.ResponseWriter, r *http.Request, cs *cookieSet) *user {
+	u := h.readSession(r, cs)
+	if u == nil {
+		return nil
+	}
+	c := h.client
+	now := c.now().Unix()
+	if !h.sessionValid(u, now) {
+		h.clearSession(w, r, cs)
+		return nil
+	}
+	cur, err := c.current(r.Context(), u)
+	if err != nil {
+		h.clearSession(w, r, cs)
+		return nil
+	}
+	if idle := int64(time.Duration(h.IdleTimeout).Seconds()); idle > 0 && now-cur.s.Seen > max(idle/10, 1) {
+		s := cur.s
+		s.Seen = now
+		if nu, err := newUser(s); err == nil {
+			nu.cookie = c.sessions.Seal(sessionAAD, nu.encode())
+			c.users.put(nu.cookie, nu)
+			cur = nu
+		}
+	}
+	if cur != u {
+		h.writeSession(w, r, cs, cur)
+	}
+	return cur
+}
+
+// readSession decodes the session cookie, from the cache when this cookie
+// was seen before.
+func (h *Handler) readSession(r *http.Request, cs *cookieSet) *user {
+	value, ok := readCookie(r.Header, cs.session)
+	if !ok || value == "" {
+		return nil
+	}
+	c := h.client
+	if u := c.users.get(value); u != nil {
+		return u
+	}
+	plain, err := c.sessions.Open(sessionAAD, value)
+	if err != nil {
+		h.logger.Debug("session cookie rejected", zap.String("reason", "does not decrypt"))
+		return nil
+	}
+	u, err := decodeUser(plain)
+	if err != nil {
+		h.logger.Debug("session cookie rejected", zap.String("reason", "malformed"))
+		return nil
+	}
+	u.cookie = value
+	c.users.put(value, u)
+	return u
+}
+
+// sessionValid checks the session's lifetimes and the logout list.
+func (h *Handler) sessionValid(u *user, now int64) bool {
+	if now >= u.s.Expires {
+		return false
+	}
+	if idle := int64(time.Duration(h.IdleTimeout).Seconds()); idle > 0 && now-u.s.Seen > idle {
+		return false
+	}
+	// A session older than the configured lifetime allows (config shrank).
+	if now-u.s.Created > int64(time.Duration(h.SessionLifetime).Seconds()) {
+		return false
+	}
+	return !h.client.revoked.has(u)
+}
+
+func (h *Handler) writeSession(w http.ResponseWriter, r *http.Request, cs *cookieSet, u *user) {
+	o := cs.opts
+	o.MaxAge = int(u.s.Expires - h.client.now().Unix())
+	if o.MaxAge < 1 {
+		o.MaxAge = 1
+	}
+	writeCookie(w.Header(), r.Header, cs.session, u.cookie, o)
+}
+
+func (h *Handler) clearSession(w http.ResponseWriter, r *http.Request, cs *cookieSet) {
+	clearCookie(w.Header(), r.Header, cs.session, cs.opts)
+}
+
+// unauthenticated answers a request without a session: a browser
+// navigation is sent to sign in and comes back here; anything else (fetch,
+// XHR, API clients, WebSocket upgrades) gets 401, since a redirect to a
+// sign-in page is useless to it.
+func (h *Handler) unauthenticated(w http.ResponseWriter, r *http.Request, cs *cookieSet) error {
+	if isNavigation(r) {
+		return h.startSignIn(w, r, cs, originalRequestURI(r), h.configParams())
+	}
+	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Logto realm=%q, sign_in=%q`, "logto", h.paths.signIn))
+	w.Header().Set("Cache-Control", "no-store")
+	return caddyhttp.Error(http.StatusUnauthorized, errors.New("logto: sign-in required"))
+}
+
+// isNavigation tells a top-level browser navigation from everything else.
+func isNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return false
+	}
+	if mode := r.Header.Get("Sec-Fetch-Mode"); mode != "" {
+		return mode == "navigate"
+	}
+	if r.Header.Get("X-Requested-With") != "" {
+		return false
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+// originalRequestURI is the URI the client asked for, before any rewrite
+// (handle_path, uri strip_prefix) changed r.URL.
+func originalRequestURI(r *http.Request) string {
+	if or, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && or.URL != nil {
+		return or.URL.RequestURI()
+	}
+	return r.URL.RequestURI()
+}
+
+// placeholder serves {http.auth.user.*} for a signed-in user. Claims the ID
+// token does not carry are empty, not unknown, so templates and header_up
+// see "" rather than the placeholder's own text.
+func (u *user) placeholder(key string) (any, bool) {
+	name, ok := strings.CutPrefix(key, "http.auth.user.")
+	if !ok {
+		if key == "http.auth.logto.id_token" {
+			return u.s.IDToken, true
+		}
+		return nil, false
+	}
+	if name == "id" {
+		return u.id, true
+	}
+	if v, ok := u.values[name]; ok {
+		return v, true
+	}
+	return "", true
+}
+
+func errField(err error) zap.Field { return zap.Error(err) }
+
+// headerField is a request header set for the handlers that follow.
+type headerField struct{ name, value string }

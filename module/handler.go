@@ -1,0 +1,295 @@
+// Package logto is a Caddy HTTP handler that requires a Logto sign-in
+// before the handlers that follow it run. It runs the whole OpenID Connect
+// flow itself (sign-in, callback, sign-out, refresh, API-resource and
+// organization tokens) and keeps the session in encrypted cookies.
+package logto
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler requires a signed-in Logto user for the requests it matches and
+// serves the sign-in flow endpoints under PathPrefix. Anonymous browser
+// navigations are sent to Logto and come back to the page they asked for;
+// other anonymous requests get 401. The signed-in user's identity is
+// available to later handlers as placeholders ({http.auth.user.id} and
+// friends).
+type Handler struct {
+	// The Logto endpoint, e.g. https://your-tenant.logto.app. The issuer is
+	// this URL followed by /oidc. Required.
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// The App ID of a "Traditional web" application in Logto Console.
+	// Required. Placeholders such as {env.LOGTO_APP_ID} are expanded at
+	// provision time.
+	AppID string `json:"app_id,omitempty"`
+
+	// The App Secret of that application. Required. Use a placeholder
+	// ({env.LOGTO_APP_SECRET} or {file./path}) so the secret never sits in
+	// the config; it is expanded at provision time only.
+	AppSecret string `json:"app_secret,omitempty"`
+
+	// Secrets from which the cookie encryption keys are derived. The first
+	// one encrypts; all of them decrypt, so a secret can be rotated by
+	// putting the new one first. Default: derived from app_secret, so every
+	// instance with the same config shares the keys.
+	CookieSecrets []string `json:"cookie_secrets,omitempty"`
+
+	// Base name of the module's cookies. On HTTPS (and on localhost) the
+	// session cookie is "__Host-<name>"; on plain HTTP it is "<name>".
+	// Every cookie whose name starts with it is removed from requests
+	// before they go upstream. Default: logto.
+	CookieName string `json:"cookie_name,omitempty"`
+
+	// Path under which the flow endpoints are served (sign-in, sign-up,
+	// sign-in-callback, sign-out, user, backchannel-logout). Default: /logto.
+	PathPrefix string `json:"path_prefix,omitempty"`
+
+	// Let requests without a signed-in user through instead of sending them
+	// to sign in. Placeholders are then empty for anonymous requests, so a
+	// page can show "Sign in" or "Signed in as ...". Default: false.
+	Pass bool `json:"pass,omitempty"`
+
+	// Scopes requested at sign-in in addition to the reserved
+	// "openid offline_access profile", e.g. email, phone, roles,
+	// custom_data, identities, urn:logto:scope:organizations,
+	// urn:logto:scope:organization_roles, and API permissions such as
+	// read:docs.
+	Scopes []string `json:"scopes,omitempty"`
+
+	// API resource indicators requested at sign-in, so their access tokens
+	// can be obtained with the refresh token later.
+	Resources []string `json:"resources,omitempty"`
+
+	// The prompt sent to Logto. Default: consent, which Logto needs to issue
+	// a refresh token.
+	Prompt string `json:"prompt,omitempty"`
+
+	// Logto's first screen: sign_in, register, identifier:sign_in,
+	// identifier:register, single_sign_on or reset_password.
+	FirstScreen string `json:"first_screen,omitempty"`
+
+	// Identifiers the first screen offers (email, phone, username); sent as
+	// Logto's "identifier" parameter.
+	Identifiers []string `json:"identifiers,omitempty"`
+
+	// Skip Logto's sign-in page and go straight to a connector, e.g.
+	// social:kakao, social:google or sso:<connector id>.
+	DirectSignIn string `json:"direct_sign_in,omitempty"`
+
+	// Pre-fill the identifier on Logto's sign-in page.
+	LoginHint string `json:"login_hint,omitempty"`
+
+	// Languages for Logto's pages, e.g. ko-KR en.
+	UILocales []string `json:"ui_locales,omitempty"`
+
+	// Organization to sign in to (sent as organization_id at sign-in).
+	SignInOrganization string `json:"sign_in_organization,omitempty"`
+
+	// Extra parameters added to the authorization request.
+	ExtraParams map[string]string `json:"extra_params,omitempty"`
+
+	// Where the user lands after signing out: a path on this site or an
+	// absolute URL. It must be registered in Logto Console as a post
+	// sign-out redirect URI (as an absolute URL). Default: /.
+	PostSignOutRedirect string `json:"post_sign_out_redirect,omitempty"`
+
+	// The absolute URL of this site (scheme and host), used to build the
+	// redirect URIs when Caddy sits behind a proxy that terminates TLS.
+	// Default: taken from each request.
+	BaseURL string `json:"base_url,omitempty"`
+
+	// How long a session lasts from sign-in, whatever the activity.
+	// Default: 14d (Logto's refresh token lifetime).
+	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
+
+	// A session unused for this long ends. Default: 0 (no idle timeout).
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
+	// How long a user may stay on Logto's pages before the sign-in attempt
+	// is started over. Default: 10m.
+	SignInTimeout caddy.Duration `json:"sign_in_timeout,omitempty"`
+
+	// Request headers set for the handlers that follow, e.g.
+	// {"Logto-ID-Token": "{http.auth.logto.id_token}"}. Values may contain
+	// placeholders. Whatever the client sent in these fields is removed
+	// first, also for anonymous requests.
+	Headers map[string]string `json:"headers,omitempty"`
+
+	// Obtain an access token for this API resource (one of resources,
+	// added to them if missing) and expose it as
+	// {http.auth.logto.access_token}. With organization set, the token is
+	// scoped to that organization.
+	TokenResource string `json:"token_resource,omitempty"`
+
+	// The organization this route belongs to: an id, or a placeholder such
+	// as {labels.2} or {http.request.header.X-Org}. Membership is checked
+	// against the user's organizations; when token_resource is empty the
+	// route's access token is the organization token.
+	Organization string `json:"organization,omitempty"`
+
+	// Rules a signed-in user must meet; all must hold. A user who fails one
+	// gets 403.
+	Require []Rule `json:"require,omitempty"`
+
+	// How often the back-channel logout list in Caddy's storage is re-read,
+	// so a logout received by another instance takes effect here.
+	// Default: 10s.
+	RevocationPoll caddy.Duration `json:"revocation_poll,omitempty"`
+
+	client   *client
+	logger   *zap.Logger
+	cookie   cookieJarNames
+	paths    flowPaths
+	headerUp []headerField
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.logto",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision expands secrets, sets defaults and compiles rules. It never
+// contacts Logto: discovery and keys are fetched on first use.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+
+	endpoint := strings.TrimRight(repl.ReplaceAll(h.Endpoint, ""), "/")
+	appID := repl.ReplaceAll(h.AppID, "")
+	appSecret := repl.ReplaceAll(h.AppSecret, "")
+	if endpoint == "" {
+		return errors.New("logto: endpoint is required")
+	}
+	if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("logto: endpoint %q is not an absolute http(s) URL", endpoint)
+	}
+	if appID == "" {
+		return errors.New("logto: app_id is required (is its environment variable set?)")
+	}
+	if appSecret == "" {
+		return errors.New("logto: app_secret is required (is its environment variable set?)")
+	}
+
+	if h.CookieName == "" {
+		h.CookieName = "logto"
+	}
+	if h.PathPrefix == "" {
+		h.PathPrefix = "/logto"
+	}
+	h.PathPrefix = "/" + strings.Trim(h.PathPrefix, "/")
+	if h.Prompt == "" {
+		h.Prompt = "consent"
+	}
+	if h.PostSignOutRedirect == "" {
+		h.PostSignOutRedirect = "/"
+	}
+	if h.SessionLifetime == 0 {
+		h.SessionLifetime = caddy.Duration(14 * 24 * time.Hour)
+	}
+	if h.SignInTimeout == 0 {
+		h.SignInTimeout = caddy.Duration(10 * time.Minute)
+	}
+	if h.RevocationPoll == 0 {
+		h.RevocationPoll = caddy.Duration(10 * time.Second)
+	}
+	h.BaseURL = strings.TrimRight(h.BaseURL, "/")
+	h.cookie = newCookieNames(h.CookieName)
+	h.paths = newFlowPaths(h.PathPrefix)
+
+	var secrets [][]byte
+	for _, s := range h.CookieSecrets {
+		s = repl.ReplaceAll(s, "")
+		if s == "" {
+			return errors.New("logto: cookie_secret is empty (is its environment variable set?)")
+		}
+		secrets = append(secrets, []byte(s))
+	}
+	if len(secrets) == 0 {
+		// Derived, not the secret itself: HKDF in NewCodec separates it
+		// further per purpose.
+		sum := sha256.Sum256([]byte("caddy-logto cookie secret from app_secret\x00" + appID + "\x00" + appSecret))
+		secrets = [][]byte{sum[:]}
+	}
+
+	for name, value := range h.Headers {
+		h.headerUp = append(h.headerUp, headerField{name: http.CanonicalHeaderKey(name), value: value})
+	}
+
+	if err := h.compileRules(); err != nil {
+		return err
+	}
+
+	cfg := clientConfig{
+		endpoint:  endpoint,
+		appID:     appID,
+		appSecret: appSecret,
+		secrets:   secrets,
+	}
+	c, err := acquireClient(ctx, cfg, time.Duration(h.RevocationPoll), h.logger)
+	if err != nil {
+		return err
+	}
+	h.client = c
+	ctx.OnCancel(func() { releaseClient(c) })
+	return nil
+}
+
+// Validate checks the configuration for values that can never work.
+func (h *Handler) Validate() error {
+	if h.Prompt != "" {
+		for _, p := range strings.Fields(h.Prompt) {
+			switch p {
+			case "consent", "login", "none", "select_account":
+			default:
+				return fmt.Errorf("logto: prompt %q is not one of consent, login, none, select_account", p)
+			}
+		}
+	}
+	if h.PostSignOutRedirect != "" && !strings.HasPrefix(h.PostSignOutRedirect, "/") {
+		if u, err := url.Parse(h.PostSignOutRedirect); err != nil || !u.IsAbs() {
+			return fmt.Errorf("logto: post_sign_out_redirect %q must be a path or an absolute URL", h.PostSignOutRedirect)
+		}
+	}
+	if h.BaseURL != "" {
+		if u, err := url.Parse(h.BaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("logto: base_url %q must be a scheme and host such as https://example.com", h.BaseURL)
+		}
+	}
+	if time.Duration(h.IdleTimeout) < 0 || time.Duration(h.SessionLifetime) < 0 || time.Duration(h.SignInTimeout) < 0 {
+		return errors.New("logto: durations must not be negative")
+	}
+	return nil
+}
+
+// ServeHTTP serves the flow endpoints and gates everything else.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if ep := h.paths.match(r.URL.Path); ep != epNone {
+		return h.serveEndpoint(ep, w, r)
+	}
+	return h.gate(w, r, next)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

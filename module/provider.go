@@ -1,0 +1,342 @@
+package logto
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+)
+
+// discoveryTTL is how long a fetched discovery document is trusted before it
+// is fetched again on next use. Logto's endpoints practically never move;
+// keys rotate, but go-oidc's remote key set refetches on an unknown kid.
+const discoveryTTL = 24 * time.Hour
+
+// discoveryRetry bounds how often a failing discovery is retried, so a Logto
+// outage does not turn every request into an outbound call.
+const discoveryRetry = 5 * time.Second
+
+// clockSkew is tolerated on ID token expiry, like Logto's SDKs.
+const clockSkew = 60 * time.Second
+
+// maxIdPResponse caps what is read from any Logto response.
+const maxIdPResponse = 1 << 20
+
+// metadata is the part of Logto's discovery document the module uses.
+type metadata struct {
+	Issuer                string   `json:"issuer"`
+	AuthorizationEndpoint string   `json:"authorization_endpoint"`
+	TokenEndpoint         string   `json:"token_endpoint"`
+	UserinfoEndpoint      string   `json:"userinfo_endpoint"`
+	JWKSURI               string   `json:"jwks_uri"`
+	EndSessionEndpoint    string   `json:"end_session_endpoint"`
+	RevocationEndpoint    string   `json:"revocation_endpoint"`
+	IDTokenAlgs           []string `json:"id_token_signing_alg_values_supported"`
+	IssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
+}
+
+// provider is Logto as seen from the module: discovery, keys and the token
+// endpoint. Everything is fetched on first use and cached, so startup never
+// waits for Logto.
+type provider struct {
+	endpoint  string
+	issuer    string
+	appID     string
+	appSecret string
+	http      *http.Client
+	now       func() time.Time
+
+	mu        sync.Mutex
+	md        *metadata
+	verifier  *oidc.IDTokenVerifier
+	logout    *oidc.IDTokenVerifier
+	keys      *oidc.RemoteKeySet
+	fetched   time.Time
+	failedAt  time.Time
+	lastError error
+}
+
+func newProvider(endpoint, appID, appSecret string, hc *http.Client) *provider {
+	return &provider{
+		endpoint:  endpoint,
+		issuer:    endpoint + "/oidc",
+		appID:     appID,
+		appSecret: appSecret,
+		http:      hc,
+		now:       time.Now,
+	}
+}
+
+// errUnavailable wraps every failure to reach Logto or to make sense of its
+// answer; callers map it to 502.
+var errUnavailable = errors.New("logto: identity provider unavailable")
+
+// discover returns the discovery metadata and an ID token verifier, fetching
+// them when absent or stale. Concurrent callers wait for one fetch.
+func (p *provider) discover(ctx context.Context) (*metadata, *oidc.IDTokenVerifier, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	if p.md != nil && now.Sub(p.fetched) < discoveryTTL {
+		return p.md, p.verifier, nil
+	}
+	if p.lastError != nil && now.Sub(p.failedAt) < discoveryRetry {
+		if p.md != nil {
+			return p.md, p.verifier, nil
+		}
+		return nil, nil, p.lastError
+	}
+	md, err := p.fetchMetadata(ctx)
+	if err != nil {
+		p.failedAt, p.lastError = now, err
+		if p.md != nil {
+			// A stale document beats none: existing sessions keep working.
+			return p.md, p.verifier, nil
+		}
+		return nil, nil, err
+	}
+	if p.keys == nil || p.md == nil || p.md.JWKSURI != md.JWKSURI {
+		// The key set's context carries our HTTP client for every later
+		// fetch, including the refetch on an unknown kid (key rotation).
+		p.keys = oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), p.http), md.JWKSURI)
+	}
+	algs := md.IDTokenAlgs
+	if len(algs) == 0 {
+		algs = []string{oidc.ES384, oidc.RS256}
+	}
+	p.verifier = oidc.NewVerifier(p.issuer, p.keys, &oidc.Config{
+		ClientID:             p.appID,
+		SupportedSigningAlgs: algs,
+		Now:                  func() time.Time { return p.now().Add(-clockSkew) },
+	})
+	// Logout tokens need not carry exp; the handler checks iat instead.
+	p.logout = oidc.NewVerifier(p.issuer, p.keys, &oidc.Config{
+		ClientID:             p.appID,
+		SupportedSigningAlgs: algs,
+		SkipExpiryCheck:      true,
+	})
+	p.md, p.fetched, p.lastError = md, now, nil
+	return p.md, p.verifier, nil
+}
+
+// logoutVerifier verifies back-channel logout tokens; call after discover.
+func (p *provider) logoutVerifier() *oidc.IDTokenVerifier {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logout
+}
+
+func (p *provider) fetchMetadata(ctx context.Context) (*metadata, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.issuer+"/.well-known/openid-configuration", nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: discovery: %v", errUnavailable, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxIdPResponse))
+	if err != nil {
+		return nil, fmt.Errorf("%w: discovery: %v", errUnavailable, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%w: discovery answered %s", errUnavailable, resp.Status)
+	}
+	var md metadata
+	if err := json.Unmarshal(body, &md); err != nil {
+		return nil, fmt.Errorf("%w: discovery document is not JSON", errUnavailable)
+	}
+	if md.Issuer != p.issuer {
+		return nil, fmt.Errorf("%w: discovery issuer %q is not %q (is endpoint right?)", errUnavailable, md.Issuer, p.issuer)
+	}
+	for name, u := range map[string]string{
+		"authorization_endpoint": md.AuthorizationEndpoint,
+		"token_endpoint":         md.TokenEndpoint,
+		"jwks_uri":               md.JWKSURI,
+	} {
+		if pu, err := url.Parse(u); err != nil || !pu.IsAbs() {
+			return nil, fmt.Errorf("%w: discovery %s %q is not an absolute URL", errUnavailable, name, u)
+		}
+	}
+	return &md, nil
+}
+
+// tokenResponse is a successful answer of the token endpoint.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token"`
+	IDToken      string `json:"id_token"`
+	Scope        string `json:"scope"`
+}
+
+// TokenError is an OAuth error answer of Logto's token endpoint.
+type TokenError struct {
+	Status      int
+	Code        string
+	Description string
+}
+
+func (e *TokenError) Error() string {
+	return fmt.Sprintf("logto: token endpoint answered %d %s: %s", e.Status, e.Code, e.Description)
+}
+
+// isInvalidGrant reports whether Logto rejected the grant itself (expired,
+// revoked or replayed refresh token, used code): the user must sign in again.
+func isInvalidGrant(err error) bool {
+	var te *TokenError
+	return errors.As(err, &te) && te.Code == "invalid_grant"
+}
+
+// token calls the token endpoint with client_secret_basic, as Logto expects
+// of a Traditional web application.
+func (p *provider) token(ctx context.Context, form url.Values) (*tokenResponse, error) {
+	md, _, err := p.discover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var tr tokenResponse
+	if err := p.post(ctx, md.TokenEndpoint, form, &tr); err != nil {
+		return nil, err
+	}
+	if tr.AccessToken == "" && tr.IDToken == "" {
+		return nil, fmt.Errorf("%w: token endpoint answered without tokens", errUnavailable)
+	}
+	return &tr, nil
+}
+
+// revoke revokes a refresh token at the revocation endpoint.
+func (p *provider) revoke(ctx context.Context, refreshToken string) error {
+	md, _, err := p.discover(ctx)
+	if err != nil {
+		return err
+	}
+	if md.RevocationEndpoint == "" {
+		return nil
+	}
+	return p.post(ctx, md.RevocationEndpoint, url.Values{
+		"token":           {refreshToken},
+		"token_type_hint": {"refresh_token"},
+	}, nil)
+}
+
+// post sends an authenticated form to Logto and decodes a JSON answer into
+// out (when not nil). OAuth errors come back as *TokenError; transport
+// failures and garbage as errUnavailable.
+func (p *provider) post(ctx context.Context, endpoint string, form url.Values, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	// RFC 6749 §2.3.1: form-encode id and secret before Basic encoding.
+	req.SetBasicAuth(url.QueryEscape(p.appID), url.QueryEscape(p.appSecret))
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", errUnavailable, endpointName(endpoint), scrubURLError(err))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxIdPResponse))
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", errUnavailable, endpointName(endpoint), err)
+	}
+	if resp.StatusCode >= 400 && resp.StatusCode < 500 {
+		var oe struct {
+			Error       string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		if json.Unmarshal(body, &oe) == nil && oe.Error != "" {
+			return &TokenError{Status: resp.StatusCode, Code: oe.Error, Description: truncate(oe.Description, 200)}
+		}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: %s answered %s", errUnavailable, endpointName(endpoint), resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("%w: %s answered something that is not JSON", errUnavailable, endpointName(endpoint))
+	}
+	return nil
+}
+
+// userinfo fetches the user's claims from Logto's userinfo endpoint.
+func (p *provider) userinfo(ctx context.Context, accessToken string) (map[string]any, error) {
+	md, _, err := p.discover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if md.UserinfoEndpoint == "" {
+		return nil, fmt.Errorf("%w: no userinfo endpoint", errUnavailable)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, md.UserinfoEndpoint, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+accessToken)
+	req.Header.Set("Accept", "application/json")
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: userinfo: %v", errUnavailable, scrubURLError(err))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxIdPResponse))
+	if err != nil {
+		return nil, fmt.Errorf("%w: userinfo: %v", errUnavailable, err)
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return nil, &TokenError{Status: resp.StatusCode, Code: "invalid_token", Description: "userinfo rejected the access token"}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%w: userinfo answered %s", errUnavailable, resp.Status)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(body, &claims); err != nil {
+		return nil, fmt.Errorf("%w: userinfo answered something that is not JSON", errUnavailable)
+	}
+	return claims, nil
+}
+
+// endpointName names an endpoint in errors by its path only, so no query
+// string (which could carry a token) reaches a log.
+func endpointName(endpoint string) string {
+	if u, err := url.Parse(endpoint); err == nil {
+		return u.Path
+	}
+	return "endpoint"
+}
+
+// scrubURLError drops the URL from a *url.Error; the underlying cause stays.
+func scrubURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

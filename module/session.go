@@ -1,0 +1,190 @@
+package logto
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// session is what the session cookie carries, sealed by the codec. It keeps
+// only what cannot be had again cheaply: the ID token (which also holds the
+// user's claims, so they are not stored twice), the refresh token, and the
+// opaque access token for userinfo. API-resource and organization tokens are
+// kept in memory and re-obtained with the refresh token, so the cookie does
+// not grow with the number of APIs a route uses.
+type session struct {
+	ID        string `json:"i"`            // random session id, the back-channel logout key
+	IDToken   string `json:"t"`            // raw ID token, verified when stored
+	Refresh   string `json:"r,omitempty"`  // refresh token
+	Access    string `json:"a,omitempty"`  // opaque access token (for userinfo)
+	AccessExp int64  `json:"ae,omitempty"` // its expiry, unix seconds
+	Created   int64  `json:"c"`            // sign-in time, unix seconds
+	Seen      int64  `json:"s,omitempty"`  // last activity, unix seconds (idle timeout)
+	Expires   int64  `json:"e"`            // absolute end, unix seconds
+	Gen       int    `json:"g,omitempty"`  // bumped by every refresh, so newer state wins
+}
+
+// user is a decoded session with its claims, shared read-only between the
+// requests that present the same cookie.
+type user struct {
+	s      session
+	sub    string
+	id     any    // sub, boxed once for the placeholder
+	sid    string // Logto's sid claim, when the tenant sends it
+	idExp  int64  // ID token expiry, unix seconds
+	claims map[string]any
+	// values are the claims as placeholder strings, computed once.
+	values map[string]any
+	// cookie is the sealed value this user was decoded from or sealed to.
+	cookie string
+}
+
+var errBadSession = errors.New("logto: malformed session")
+
+// decodeUser parses a session payload. The ID token is not verified again:
+// it was verified before it was sealed, and the cookie is authenticated.
+func decodeUser(plain []byte) (*user, error) {
+	var s session
+	if err := json.Unmarshal(plain, &s); err != nil {
+		return nil, errBadSession
+	}
+	return newUser(s)
+}
+
+// newUser derives the claims of a session from its ID token.
+func newUser(s session) (*user, error) {
+	if s.ID == "" || s.IDToken == "" || s.Expires == 0 {
+		return nil, errBadSession
+	}
+	claims, err := jwtClaims(s.IDToken)
+	if err != nil {
+		return nil, errBadSession
+	}
+	sub, _ := claims["sub"].(string)
+	if sub == "" {
+		return nil, errBadSession
+	}
+	u := &user{s: s, sub: sub, id: sub, claims: claims}
+	u.sid, _ = claims["sid"].(string)
+	if exp, ok := claims["exp"].(json.Number); ok {
+		u.idExp, _ = exp.Int64()
+	}
+	u.values = placeholderValues(claims)
+	return u, nil
+}
+
+func (u *user) encode() []byte {
+	b, _ := json.Marshal(u.s)
+	return b
+}
+
+// jwtClaims decodes the payload of a compact JWT without verifying it.
+func jwtClaims(token string) (map[string]any, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return nil, errBadSession
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return nil, errBadSession
+	}
+	dec := json.NewDecoder(strings.NewReader(string(payload)))
+	dec.UseNumber()
+	var claims map[string]any
+	if err := dec.Decode(&claims); err != nil || claims == nil {
+		return nil, errBadSession
+	}
+	return claims, nil
+}
+
+// protocolClaims are ID token claims about the token, not the user; they
+// are left out of /logto/user and of placeholders.
+var protocolClaims = map[string]bool{
+	"iss": true, "aud": true, "exp": true, "iat": true, "nbf": true,
+	"nonce": true, "at_hash": true, "c_hash": true, "s_hash": true,
+	"auth_time": true, "acr": true, "amr": true, "azp": true, "jti": true,
+}
+
+// userClaims returns the claims worth showing: the user's, not the token's.
+func userClaims(claims map[string]any) map[string]any {
+	out := make(map[string]any, len(claims))
+	for k, v := range claims {
+		if !protocolClaims[k] {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// placeholderValues turns claims into the strings placeholders show: null is
+// empty (not "null"), lists are comma-separated, objects are JSON.
+func placeholderValues(claims map[string]any) map[string]any {
+	out := make(map[string]any, len(claims))
+	for k, v := range claims {
+		if protocolClaims[k] {
+			continue
+		}
+		out[k] = claimString(v)
+	}
+	return out
+}
+
+func claimString(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	case bool:
+		return strconv.FormatBool(v)
+	case json.Number:
+		return v.String()
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	case []any:
+		parts := make([]string, 0, len(v))
+		for _, e := range v {
+			switch e.(type) {
+			case map[string]any, []any:
+				b, _ := json.Marshal(v)
+				return string(b)
+			}
+			parts = append(parts, claimString(e))
+		}
+		return strings.Join(parts, ",")
+	default:
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+}
+
+// claimStrings reads a claim that holds a list of strings (roles,
+// organizations, organization_roles) or one string.
+func claimStrings(claims map[string]any, name string) []string {
+	switch v := claims[name].(type) {
+	case string:
+		return []string{v}
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, e := range v {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// numberClaim reads a numeric claim decoded with UseNumber.
+func numberClaim(v any) (int64, error) {
+	switch n := v.(type) {
+	case json.Number:
+		return n.Int64()
+	case float64:
+		return int64(n), nil
+	}
+	return 0, errBadSession
+}

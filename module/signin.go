@@ -1,0 +1,316 @@
+package logto
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+)
+
+// reservedScopes are always requested, as Logto's SDKs do: openid for the
+// ID token, offline_access for the refresh token, profile for the name.
+var reservedScopes = []string{"openid", "offline_access", "profile"}
+
+// maxAttempts bounds the sign-in attempts (one cookie each) a browser holds
+// at once, so many tabs signing in together all succeed without the cookies
+// growing without limit.
+const maxAttempts = 4
+
+// signInParams are the Logto authorization parameters of one attempt.
+type signInParams struct {
+	FirstScreen  string `json:"fs,omitempty"`
+	Identifier   string `json:"id,omitempty"`
+	DirectSignIn string `json:"ds,omitempty"`
+	LoginHint    string `json:"lh,omitempty"`
+	UILocales    string `json:"ul,omitempty"`
+	Organization string `json:"o,omitempty"`
+	Prompt       string `json:"p,omitempty"`
+	SignUp       bool   `json:"su,omitempty"`
+}
+
+// attempt is one sign-in in progress, sealed in its own short-lived cookie.
+type attempt struct {
+	State       string       `json:"s"`
+	Nonce       string       `json:"n"`
+	Verifier    string       `json:"v"`
+	Return      string       `json:"r"`
+	RedirectURI string       `json:"u"`
+	Created     int64        `json:"c"`
+	Params      signInParams `json:"p"`
+}
+
+// attemptCookieLife is how long the browser keeps an attempt cookie: longer
+// than the attempt itself, so an attempt that timed out on Logto's page is
+// recognised and started over with its return URL, rather than lost.
+func (h *Handler) attemptCookieLife() int {
+	return int(time.Duration(h.SignInTimeout).Seconds()) + 3600
+}
+
+// configParams are the sign-in parameters from the configuration.
+func (h *Handler) configParams() signInParams {
+	return signInParams{
+		FirstScreen:  h.FirstScreen,
+		Identifier:   strings.Join(h.Identifiers, " "),
+		DirectSignIn: h.DirectSignIn,
+		LoginHint:    h.LoginHint,
+		UILocales:    strings.Join(h.UILocales, " "),
+		Organization: h.SignInOrganization,
+		Prompt:       h.Prompt,
+	}
+}
+
+// requestParams overlays the safe per-request parameters of
+// /logto/sign-in?... on the configured ones. Scopes, resources and extra
+// parameters stay as configured: a visitor must not widen what is asked.
+func (h *Handler) requestParams(q url.Values, signUp bool) (signInParams, error) {
+	p := h.configParams()
+	p.SignUp = signUp
+	set := func(dst *string, name string, valid func(string) bool) error {
+		v := q.Get(name)
+		if v == "" {
+			return nil
+		}
+		if len(v) > 256 || !printable(v) || !valid(v) {
+			return fmt.Errorf("logto: sign-in parameter %s is not valid", name)
+		}
+		*dst = v
+		return nil
+	}
+	anyText := func(string) bool { return true }
+	for _, f := range []struct {
+		dst   *string
+		name  string
+		valid func(string) bool
+	}{
+		{&p.FirstScreen, "first_screen", validFirstScreen},
+		{&p.Identifier, "identifier", validIdentifiers},
+		{&p.Identifier, "identifiers", validIdentifiers},
+		{&p.DirectSignIn, "direct_sign_in", validDirectSignIn},
+		{&p.LoginHint, "login_hint", anyText},
+		{&p.UILocales, "ui_locales", validLocales},
+		{&p.Organization, "organization_id", validID},
+		{&p.Prompt, "prompt", validPrompt},
+	} {
+		if err := set(f.dst, f.name, f.valid); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func validFirstScreen(s string) bool {
+	switch s {
+	case "sign_in", "register", "signIn", "identifier:sign_in", "identifier:register",
+		"single_sign_on", "reset_password":
+		return true
+	}
+	return false
+}
+
+func validIdentifiers(s string) bool {
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' }) {
+		if f != "email" && f != "phone" && f != "username" {
+			return false
+		}
+	}
+	return true
+}
+
+func validDirectSignIn(s string) bool {
+	kind, target, ok := strings.Cut(s, ":")
+	return ok && kind != "" && target != "" && validID(kind) && validID(target)
+}
+
+func validLocales(s string) bool {
+	for _, f := range strings.Fields(s) {
+		for _, r := range f {
+			if !(r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// validID accepts Logto ids and connector targets.
+func validID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func validPrompt(s string) bool {
+	for _, p := range strings.Fields(s) {
+		if p != "consent" && p != "login" {
+			return false
+		}
+	}
+	return true
+}
+
+// startSignIn redirects the browser to Logto's authorization endpoint with
+// a fresh attempt (state, nonce, PKCE verifier) sealed in its own cookie.
+func (h *Handler) startSignIn(w http.ResponseWriter, r *http.Request, cs *cookieSet, returnTo string, p signInParams) error {
+	md, _, err := h.client.idp.discover(r.Context())
+	if err != nil {
+		h.logger.Error("cannot start sign-in: Logto is unavailable", errField(err))
+		return caddyhttp.Error(http.StatusBadGateway, err)
+	}
+	a := attempt{
+		State:       randomString(24),
+		Nonce:       randomString(24),
+		Verifier:    oauth2.GenerateVerifier(),
+		Return:      returnTo,
+		RedirectURI: h.siteURL(r) + h.paths.callback,
+		Created:     h.client.now().Unix(),
+		Params:      p,
+	}
+	h.pruneAttempts(w, r, cs)
+	plain, _ := json.Marshal(a)
+	o := cs.opts
+	o.MaxAge = h.attemptCookieLife()
+	writeCookie(w.Header(), r.Header, cs.attempt+attemptID(a.State), h.client.attempts.Seal(attemptAAD, plain), o)
+
+	scopes := append(slices.Clone(reservedScopes), h.Scopes...)
+	q := url.Values{
+		"client_id":             {h.client.idp.appID},
+		"redirect_uri":          {a.RedirectURI},
+		"response_type":         {"code"},
+		"scope":                 {strings.Join(dedupe(scopes), " ")},
+		"state":                 {a.State},
+		"nonce":                 {a.Nonce},
+		"code_challenge":        {oauth2.S256ChallengeFromVerifier(a.Verifier)},
+		"code_challenge_method": {"S256"},
+	}
+	for _, res := range dedupe(h.Resources) {
+		q.Add("resource", res)
+	}
+	for k, v := range h.ExtraParams {
+		q.Set(k, v)
+	}
+	setIf := func(k, v string) {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	setIf("prompt", p.Prompt)
+	setIf("first_screen", p.FirstScreen)
+	setIf("identifier", strings.Join(strings.FieldsFunc(p.Identifier, func(r rune) bool { return r == ' ' || r == ',' }), " "))
+	setIf("direct_sign_in", p.DirectSignIn)
+	setIf("login_hint", p.LoginHint)
+	setIf("ui_locales", p.UILocales)
+	setIf("organization_id", p.Organization)
+	if p.SignUp {
+		// first_screen for current Logto, interaction_mode for older.
+		q.Set("first_screen", "register")
+		q.Set("interaction_mode", "signUp")
+	}
+
+	target := md.AuthorizationEndpoint
+	if strings.Contains(target, "?") {
+		target += "&" + q.Encode()
+	} else {
+		target += "?" + q.Encode()
+	}
+	h.logger.Debug("sending browser to Logto to sign in", zap.String("return", truncate(returnTo, 200)))
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusFound)
+	return nil
+}
+
+// attemptAAD binds sealed attempts to their purpose.
+const attemptAAD = "sign-in attempt"
+
+// attemptID names an attempt's cookie after its state, so the callback finds
+// it directly among several tabs' attempts.
+func attemptID(state string) string {
+	if len(state) > 12 {
+		return state[:12]
+	}
+	return state
+}
+
+// pruneAttempts keeps the newest maxAttempts-1 attempt cookies, so the one
+// about to be added stays within maxAttempts. Unreadable ones go first.
+func (h *Handler) pruneAttempts(w http.ResponseWriter, r *http.Request, cs *cookieSet) {
+	names := cookieNames(r.Header, cs.attempt)
+	if len(names) < maxAttempts {
+		return
+	}
+	type aged struct {
+		name    string
+		created int64
+	}
+	var all []aged
+	for _, n := range names {
+		var created int64
+		if v, ok := readCookie(r.Header, n); ok {
+			if plain, err := h.client.attempts.Open(attemptAAD, v); err == nil {
+				var a attempt
+				if json.Unmarshal(plain, &a) == nil {
+					created = a.Created
+				}
+			}
+		}
+		all = append(all, aged{n, created})
+	}
+	slices.SortFunc(all, func(a, b aged) int { return int(a.created - b.created) })
+	for _, a := range all[:len(all)-(maxAttempts-1)] {
+		clearCookie(w.Header(), r.Header, a.name, cs.opts)
+	}
+}
+
+// siteURL is the scheme and host the browser sees this site at.
+func (h *Handler) siteURL(r *http.Request) string {
+	if h.BaseURL != "" {
+		return h.BaseURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(errors.New("logto: no randomness: " + err.Error()))
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func dedupe(in []string) []string {
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		if s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,332 @@
+package logto
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// errSessionEnded means Logto no longer honours the session's grant
+// (invalid_grant): the user has to sign in again.
+var errSessionEnded = errors.New("logto: session ended by the identity provider")
+
+// errTokenDenied means Logto refused a token for a resource or organization
+// the user has no right to.
+var errTokenDenied = errors.New("logto: token denied")
+
+// refreshRetry is how long a session waits before asking Logto again after
+// Logto failed to answer a refresh; meanwhile the session keeps working on
+// what it has.
+const refreshRetry = 30 * time.Second
+
+// liveIdle is how long the in-memory state of a session is kept after its
+// last use.
+const liveIdle = 30 * time.Minute
+
+// maxLiveSessions bounds the in-memory session state before idle entries
+// are swept.
+const maxLiveSessions = 50000
+
+// liveSession is the in-memory state of one session on this instance. Its
+// mutex serialises every use of the session's refresh token, which is the
+// point: Logto rotates refresh tokens and revokes the whole grant when a
+// used one is presented again, so two requests must never redeem the same
+// token. Requests that only read take no lock.
+type liveSession struct {
+	mu      sync.Mutex           // held while redeeming the refresh token
+	cur     atomic.Pointer[user] // newest state known here
+	used    atomic.Int64         // last use, unix seconds
+	tokMu   sync.RWMutex
+	tokens  map[tokenKey]accessToken
+	info    map[string]any // userinfo claims
+	infoGen int            // session generation the userinfo belongs to
+	retryAt time.Time      // no refresh before this after a Logto failure
+}
+
+type tokenKey struct{ resource, org string }
+
+type accessToken struct {
+	token  string
+	scopes []string
+	exp    int64
+}
+
+type liveSessions struct {
+	mu sync.RWMutex
+	m  map[string]*liveSession
+}
+
+func newLiveSessions() *liveSessions {
+	return &liveSessions{m: make(map[string]*liveSession)}
+}
+
+// get returns the live state of session id, creating it.
+func (l *liveSessions) get(id string, now int64) *liveSession {
+	l.mu.RLock()
+	ls := l.m[id]
+	l.mu.RUnlock()
+	if ls == nil {
+		l.mu.Lock()
+		if ls = l.m[id]; ls == nil {
+			if len(l.m) >= maxLiveSessions {
+				l.sweep(now)
+			}
+			ls = &liveSession{}
+			l.m[id] = ls
+		}
+		l.mu.Unlock()
+	}
+	ls.used.Store(now)
+	return ls
+}
+
+func (l *liveSessions) sweep(now int64) {
+	cutoff := now - int64(liveIdle/time.Second)
+	for id, ls := range l.m {
+		if ls.used.Load() < cutoff {
+			delete(l.m, id)
+		}
+	}
+}
+
+func (l *liveSessions) forget(id string) {
+	l.mu.Lock()
+	delete(l.m, id)
+	l.mu.Unlock()
+}
+
+// refreshMargin is how long before the ID token expires the session is
+// refreshed: a minute, or a quarter of the token's lifetime if shorter.
+func refreshMargin(u *user) int64 {
+	m := int64(60)
+	if iat, ok := u.claims["iat"]; ok {
+		if n, err := numberClaim(iat); err == nil && u.idExp > n {
+			if q := (u.idExp - n) / 4; q < m {
+				m = q
+			}
+		}
+	}
+	return m
+}
+
+func needsRefresh(u *user, now int64) bool {
+	return u.s.Refresh != "" && u.idExp != 0 && now >= u.idExp-refreshMargin(u)
+}
+
+// current returns the newest state of u's session, refreshing it through
+// Logto when its ID token has expired. The result differs from u when the
+// session changed; the caller then re-issues the cookie. When Logto cannot
+// be reached the session carries on as it is and the refresh is retried
+// later; only invalid_grant ends it.
+func (c *client) current(ctx context.Context, u *user) (*user, error) {
+	now := c.now().Unix()
+	ls := c.live.get(u.s.ID, now)
+	if cur := ls.cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
+		u = cur
+	}
+	if !needsRefresh(u, now) {
+		return u, nil
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if cur := ls.cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
+		u = cur
+		if !needsRefresh(u, now) {
+			return u, nil
+		}
+	}
+	if c.now().Before(ls.retryAt) {
+		return u, nil
+	}
+	nu, _, err := c.redeem(ctx, ls, u, tokenKey{})
+	if err != nil {
+		if errors.Is(err, errSessionEnded) {
+			return nil, err
+		}
+		ls.retryAt = c.now().Add(refreshRetry)
+		c.logger.Warn("refreshing the session failed; it goes on with its current claims",
+			errField(err))
+		return u, nil
+	}
+	return nu, nil
+}
+
+// redeem uses the session's refresh token once, for the ID token (empty key)
+// or for a resource or organization token, and records the new state. The
+// caller holds ls.mu.
+func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key tokenKey) (*user, *tokenResponse, error) {
+	// The refresh must complete even if the request that started it goes
+	// away: Logto may have rotated the token already, and the new one must
+	// not be lost.
+	ctx = context.WithoutCancel(ctx)
+	form := url.Values{
+		"grant_type":    {"refresh_token"},
+		"refresh_token": {u.s.Refresh},
+	}
+	if key.resource != "" {
+		form.Set("resource", key.resource)
+	}
+	if key.org != "" {
+		form.Set("organization_id", key.org)
+	}
+	tr, err := c.idp.token(ctx, form)
+	if err != nil {
+		var te *TokenError
+		switch {
+		case isInvalidGrant(err):
+			c.logger.Info("Logto rejected the session's refresh token; the user signs in again",
+				errField(err))
+			c.endSession(u.s.ID)
+			return nil, nil, errSessionEnded
+		case errors.As(err, &te) && (key.resource != "" || key.org != ""):
+			return nil, nil, errTokenDenied
+		}
+		return nil, nil, err
+	}
+
+	s := u.s
+	changed := false
+	if tr.RefreshToken != "" && tr.RefreshToken != s.Refresh {
+		s.Refresh = tr.RefreshToken // rotated: the old one is now poison
+		changed = true
+	}
+	if tr.IDToken != "" {
+		if _, verifier, err := c.idp.discover(ctx); err == nil {
+			if tok, err := verifier.Verify(ctx, tr.IDToken); err == nil && tok.Subject == u.sub {
+				s.IDToken = tr.IDToken
+				changed = true
+			} else if err == nil {
+				c.logger.Error("refreshed ID token is for another user; ignoring it")
+			} else {
+				c.logger.Error("refreshed ID token failed verification; ignoring it", errField(err))
+			}
+		}
+	}
+	if key == (tokenKey{}) && tr.AccessToken != "" && len(tr.AccessToken) <= maxOpaqueToken {
+		s.Access = tr.AccessToken
+		s.AccessExp = expiry(c.now(), tr.ExpiresIn)
+		changed = true
+	}
+	nu := u
+	if changed {
+		s.Gen++
+		var err error
+		if nu, err = newUser(s); err != nil {
+			return nil, nil, err
+		}
+		nu.cookie = c.sessions.Seal(sessionAAD, nu.encode())
+		c.users.put(nu.cookie, nu)
+		ls.cur.Store(nu)
+	}
+	return nu, tr, nil
+}
+
+// maxOpaqueToken bounds the access token kept in the cookie for userinfo.
+// Logto's opaque tokens are 43 characters; a JWT would bloat the cookie.
+const maxOpaqueToken = 256
+
+func expiry(now time.Time, expiresIn int64) int64 {
+	if expiresIn <= 0 {
+		expiresIn = 3600
+	}
+	return now.Unix() + expiresIn
+}
+
+// accessTokenFor returns an access token for an API resource, an
+// organization, or a resource within an organization, reusing a cached one
+// until shortly before it expires. The user returned is the session's newest
+// state (a refresh may rotate the refresh token).
+func (c *client) accessTokenFor(ctx context.Context, u *user, key tokenKey) (accessToken, *user, error) {
+	now := c.now().Unix()
+	ls := c.live.get(u.s.ID, now)
+	if at, ok := ls.token(key, now); ok {
+		return at, u, nil
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if cur := ls.cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
+		u = cur
+	}
+	if at, ok := ls.token(key, now); ok {
+		return at, u, nil
+	}
+	nu, tr, err := c.redeem(ctx, ls, u, key)
+	if err != nil {
+		return accessToken{}, u, err
+	}
+	at := accessToken{token: tr.AccessToken, exp: expiry(c.now(), tr.ExpiresIn)}
+	if claims, err := jwtClaims(tr.AccessToken); err == nil {
+		if s, ok := claims["scope"].(string); ok {
+			at.scopes = splitFields(s)
+		}
+	} else if tr.Scope != "" {
+		at.scopes = splitFields(tr.Scope)
+	}
+	ls.tokMu.Lock()
+	if ls.tokens == nil {
+		ls.tokens = make(map[tokenKey]accessToken)
+	}
+	ls.tokens[key] = at
+	ls.tokMu.Unlock()
+	return at, nu, nil
+}
+
+// tokenMargin: a cached access token is replaced this long before it
+// expires, so it does not expire on its way upstream.
+const tokenMargin = 30
+
+func (ls *liveSession) token(key tokenKey, now int64) (accessToken, bool) {
+	ls.tokMu.RLock()
+	at, ok := ls.tokens[key]
+	ls.tokMu.RUnlock()
+	margin := int64(tokenMargin)
+	if ok && at.exp-now < 2*margin {
+		margin = (at.exp - now) / 2
+	}
+	return at, ok && now < at.exp-margin
+}
+
+// userinfo returns the user's claims from Logto's userinfo endpoint, cached
+// for the session until its next refresh. It is used when a rule needs a
+// claim the ID token does not carry (a tenant without extended ID token
+// claims).
+func (c *client) userinfo(ctx context.Context, u *user) (map[string]any, *user, error) {
+	now := c.now().Unix()
+	ls := c.live.get(u.s.ID, now)
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if cur := ls.cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
+		u = cur
+	}
+	if ls.info != nil && ls.infoGen == u.s.Gen {
+		return ls.info, u, nil
+	}
+	if (u.s.Access == "" || now >= u.s.AccessExp-tokenMargin) && u.s.Refresh != "" {
+		nu, _, err := c.redeem(ctx, ls, u, tokenKey{})
+		if err != nil {
+			return nil, u, err
+		}
+		u = nu
+	}
+	if u.s.Access == "" {
+		return nil, u, errUnavailable
+	}
+	info, err := c.idp.userinfo(ctx, u.s.Access)
+	if err != nil {
+		return nil, u, err
+	}
+	if sub, _ := info["sub"].(string); sub != u.sub {
+		return nil, u, errUnavailable
+	}
+	ls.info, ls.infoGen = info, u.s.Gen
+	return info, u, nil
+}
+
+// endSession forgets everything this instance holds about a session.
+func (c *client) endSession(id string) {
+	c.live.forget(id)
+	c.users.forgetSession(id)
+}
