@@ -1,0 +1,58 @@
+# Shared shell helpers for the .ci scripts. Source it; do not run it.
+
+repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# need_node_deps installs the dev IdP's pinned npm packages when missing.
+need_node_deps() {
+	local root; root=$(repo_root)
+	if ! command -v node >/dev/null 2>&1; then
+		log "node is not installed; installing Debian's nodejs and npm"
+		apt_install nodejs npm
+	fi
+	if [ ! -d "$root/examples/devidp/node_modules" ] || [ "$root/examples/devidp/package-lock.json" -nt "$root/examples/devidp/node_modules/.package-lock.json" ]; then
+		log "npm ci (dev IdP)"
+		npm ci --prefix "$root/examples/devidp" --no-audit --no-fund --loglevel=error
+	fi
+}
+
+# apt_install installs Debian packages when running as root (CI), or says
+# how to when not.
+apt_install() {
+	if [ "$(id -u)" -eq 0 ]; then
+		if [ -z "${APT_UPDATED:-}" ]; then
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq
+			APT_UPDATED=1
+		fi
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+	else
+		log "please install: $* (e.g. sudo apt-get install -y $*)"
+		return 1
+	fi
+}
+
+need_chromium() {
+	if ! command -v chromium >/dev/null 2>&1; then
+		log "installing Debian's chromium for the browser tests"
+		apt_install chromium
+	fi
+}
+
+# build_caddy builds Caddy with the module into .ci/bin/caddy.
+build_caddy() {
+	local root; root=$(repo_root)
+	mkdir -p "$root/.ci/bin"
+	log "building Caddy with the module (.ci/bin/caddy)"
+	(cd "$root" && go build -o .ci/bin/caddy ./examples/caddy)
+}
+
+# wait_http waits until a URL answers 200, up to $2 seconds.
+wait_http() {
+	local url=$1 deadline=$((SECONDS + ${2:-30}))
+	while [ $SECONDS -lt $deadline ]; do
+		if curl -fsS -o /dev/null "$url" 2>/dev/null; then return 0; fi
+		sleep 0.2
+	done
+	return 1
+}
