@@ -62,7 +62,8 @@ type revocations struct {
 
 	mu      sync.Mutex
 	storage certmagic.Storage
-	prefix  string
+	base    string // this application's storage folder
+	prefix  string // its logout list
 	known   map[string]bool // storage keys already loaded
 	poll    time.Duration
 	stopped chan struct{}
@@ -81,7 +82,8 @@ func (rv *revocations) attach(ctx caddy.Context, appID string, poll time.Duratio
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
 	sum := sha256.Sum256([]byte(appID))
-	rv.prefix = "logto/revoked/" + hex.EncodeToString(sum[:8])
+	rv.base = "logto/" + hex.EncodeToString(sum[:8])
+	rv.prefix = rv.base + "/revoked"
 	rv.storage = ctx.Storage()
 	if poll > 0 && (rv.poll == 0 || poll < rv.poll) {
 		rv.poll = poll
@@ -90,6 +92,18 @@ func (rv *revocations) attach(ctx caddy.Context, appID string, poll time.Duratio
 		rv.started = true
 		go rv.follow()
 	}
+}
+
+func (rv *revocations) storageBackend() certmagic.Storage {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	return rv.storage
+}
+
+func (rv *revocations) storagePrefix() string {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	return rv.base
 }
 
 func (rv *revocations) stop() {
@@ -161,6 +175,23 @@ func (rv *revocations) load() {
 	}
 	if len(fresh) > 0 {
 		rv.merge(fresh...)
+	}
+	rv.sweepHandoffs(ctx, st)
+}
+
+// sweepHandoffs deletes rotation handoff records past their use.
+func (rv *revocations) sweepHandoffs(ctx context.Context, st certmagic.Storage) {
+	rv.mu.Lock()
+	dir := rv.base + "/rotated"
+	rv.mu.Unlock()
+	keys, err := st.List(ctx, dir, false)
+	if err != nil {
+		return
+	}
+	for _, k := range keys {
+		if info, err := st.Stat(ctx, k); err == nil && time.Since(info.Modified) > handoffTTL {
+			_ = st.Delete(ctx, k)
+		}
 	}
 }
 

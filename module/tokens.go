@@ -162,6 +162,15 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 	// away: Logto may have rotated the token already, and the new one must
 	// not be lost.
 	ctx = context.WithoutCancel(ctx)
+	if nu := c.adoptRotated(ctx, u); nu != nil {
+		// Another instance rotated this token already: take its result
+		// rather than present the old token and lose the grant.
+		ls.cur.Store(nu)
+		u = nu
+		if key == (tokenKey{}) && !needsRefresh(u, c.now().Unix()) {
+			return u, &tokenResponse{}, nil
+		}
+	}
 	form := url.Values{
 		"grant_type":    {"refresh_token"},
 		"refresh_token": {u.s.Refresh},
@@ -188,10 +197,10 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 	}
 
 	s := u.s
-	changed := false
+	changed, rotated := false, false
 	if tr.RefreshToken != "" && tr.RefreshToken != s.Refresh {
 		s.Refresh = tr.RefreshToken // rotated: the old one is now poison
-		changed = true
+		changed, rotated = true, true
 	}
 	if tr.IDToken != "" {
 		if _, verifier, err := c.idp.discover(ctx); err == nil {
@@ -220,6 +229,9 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 		nu.cookie = c.sessions.Seal(sessionAAD, nu.encode())
 		c.users.put(nu.cookie, nu)
 		ls.cur.Store(nu)
+		if rotated {
+			c.publishRotated(ctx, u.s.Refresh, nu)
+		}
 	}
 	return nu, tr, nil
 }
