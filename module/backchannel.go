@@ -62,8 +62,8 @@ type revocations struct {
 
 	mu      sync.Mutex
 	storage certmagic.Storage
-	base    string // this application's storage folder
-	prefix  string // its logout list
+	base    string          // this application's storage folder
+	prefix  string          // its logout list
 	known   map[string]bool // storage keys already loaded
 	poll    time.Duration
 	stopped chan struct{}
