@@ -1,0 +1,669 @@
+package logto
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	_ "github.com/caddyserver/caddy/v2/modules/filestorage" // storage for the logout list
+)
+
+// The handler tests drive Handler.ServeHTTP the way Caddy's server does:
+// a request prepared with a real caddy.Replacer and the original request
+// in its context, a "next" handler that records what it saw, and a fake
+// Logto (testidp_test.go) on loopback.
+
+const testSite = "https://app.example.com"
+
+// ---- Caddy context, storage and log capture ----
+
+// logCapture receives every line the module logs: Caddy's default logger
+// writes to it (see testCaddyContext), at debug level.
+type logCapture struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+var capturedLogs logCapture
+
+func (l *logCapture) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logCapture) Close() error { return nil }
+
+func (l *logCapture) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// captureWriter is a Caddy log writer module writing to capturedLogs.
+type captureWriter struct{}
+
+func (captureWriter) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "caddy.logging.writers.logto_test_capture",
+		New: func() caddy.Module { return new(captureWriter) },
+	}
+}
+func (captureWriter) String() string                      { return "logto test capture" }
+func (captureWriter) WriterKey() string                   { return "logto_test_capture" }
+func (captureWriter) OpenWriter() (io.WriteCloser, error) { return &capturedLogs, nil }
+
+func init() { caddy.RegisterModule(captureWriter{}) }
+
+// logSecrets are values that must never appear in a log line: every code
+// and token the fakes issued, every app secret, every cookie value set.
+var logSecrets struct {
+	sync.Mutex
+	m map[string]bool
+}
+
+func registerLogSecrets(values ...string) {
+	logSecrets.Lock()
+	defer logSecrets.Unlock()
+	if logSecrets.m == nil {
+		logSecrets.m = map[string]bool{}
+	}
+	for _, v := range values {
+		if len(v) >= 12 { // shorter ones could match by chance
+			logSecrets.m[v] = true
+		}
+	}
+}
+
+// leakedSecrets returns the log lines that contain a registered secret.
+func leakedSecrets() []string {
+	logs := capturedLogs.String()
+	logSecrets.Lock()
+	defer logSecrets.Unlock()
+	var out []string
+	for s := range logSecrets.m {
+		i := strings.Index(logs, s)
+		if i < 0 {
+			continue
+		}
+		start := strings.LastIndexByte(logs[:i], '\n') + 1
+		end := strings.IndexByte(logs[i:], '\n')
+		if end < 0 {
+			end = len(logs) - i
+		}
+		out = append(out, fmt.Sprintf("%.40q... in %.400s", s, logs[start:i+end]))
+	}
+	return out
+}
+
+var (
+	caddyOnce sync.Once
+	caddyErr  error
+)
+
+// testCaddyContext returns a Caddy context with a loaded (empty) config, so
+// that ctx.Storage() and ctx.Logger() work: a file storage in a temporary
+// directory and Caddy's default log captured at debug level. A bare
+// caddy.NewContext(caddy.Context{Context: context.Background()}) has no
+// config, and ctx.Storage() panics on it (see TestProvisionWithoutConfig).
+func testCaddyContext(t testing.TB) caddy.Context {
+	t.Helper()
+	caddyOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "caddy-logto-test-")
+		if err != nil {
+			caddyErr = err
+			return
+		}
+		cfg := map[string]any{
+			"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
+			"storage": map[string]any{"module": "file_system", "root": filepath.Join(dir, "storage")},
+			"logging": map[string]any{"logs": map[string]any{"default": map[string]any{
+				"level":  "DEBUG",
+				"writer": map[string]any{"output": "logto_test_capture"},
+			}}},
+		}
+		b, _ := json.Marshal(cfg)
+		caddyErr = caddy.Load(b, true)
+	})
+	if caddyErr != nil {
+		t.Fatalf("loading the test Caddy config: %v", caddyErr)
+	}
+	ctx, cancel := caddy.NewContext(caddy.ActiveContext())
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// ---- harness ----
+
+// harness is one provisioned Handler against one fake IdP.
+type harness struct {
+	t     testing.TB
+	idp   *fakeIdP
+	h     *Handler
+	clock *testClock
+}
+
+// newHarness provisions a Handler for idp (a new fake when nil), after
+// configure has adjusted it. The handler's client and the fake share a
+// clock the test can advance.
+func newHarness(t testing.TB, idp *fakeIdP, configure func(h *Handler)) *harness {
+	t.Helper()
+	if idp == nil {
+		idp = newFakeIdP(t)
+	}
+	h := &Handler{Endpoint: idp.srv.URL, AppID: idp.appID, AppSecret: idp.appSecret}
+	if configure != nil {
+		configure(h)
+	}
+	if err := h.Provision(testCaddyContext(t)); err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	if err := h.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	hx := &harness{t: t, idp: idp, h: h, clock: idp.clock}
+	h.client.now = hx.clock.Now
+	h.client.idp.now = hx.clock.Now
+	t.Cleanup(func() {
+		if leaks := leakedSecrets(); len(leaks) > 0 {
+			t.Errorf("secrets in the logs:\n%s", strings.Join(leaks, "\n"))
+		}
+	})
+	return hx
+}
+
+// result is what one request through the handler produced.
+type result struct {
+	rec     *httptest.ResponseRecorder
+	err     error
+	next    bool
+	nextReq *http.Request
+	ph      map[string]string // placeholders as next saw them
+	known   map[string]bool   // whether next's replacer knew them
+}
+
+// placeholders read by the recording next handler.
+var testPlaceholders = []string{
+	"http.auth.user.id", "http.auth.user.email", "http.auth.user.name", "http.auth.user.username",
+	"http.auth.user.picture", "http.auth.user.roles", "http.auth.user.organizations",
+	"http.auth.user.email_verified", "http.auth.user.created_at", "http.auth.user.nonexistent",
+	"http.auth.logto.access_token", "http.auth.logto.organization_id", "http.auth.logto.id_token",
+}
+
+// status is the HTTP status the client would get: the HandlerError's when
+// the handler returned one, the recorder's otherwise.
+func (res *result) status() int {
+	if res.err != nil {
+		var he caddyhttp.HandlerError
+		if errors.As(res.err, &he) {
+			return he.StatusCode
+		}
+		return http.StatusInternalServerError
+	}
+	return res.rec.Code
+}
+
+func (res *result) location() *url.URL {
+	loc := res.rec.Header().Get("Location")
+	if loc == "" {
+		return nil
+	}
+	u, err := url.Parse(loc)
+	if err != nil {
+		return nil
+	}
+	return u
+}
+
+// setCookies parses the response's Set-Cookie lines.
+func (res *result) setCookies(t testing.TB) []*http.Cookie {
+	t.Helper()
+	var out []*http.Cookie
+	for _, line := range res.rec.Header().Values("Set-Cookie") {
+		c, err := http.ParseSetCookie(line)
+		if err != nil {
+			t.Fatalf("unparsable Set-Cookie %q: %v", line, err)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// setCookie returns the last Set-Cookie for name, or nil.
+func (res *result) setCookie(t testing.TB, name string) *http.Cookie {
+	var found *http.Cookie
+	for _, c := range res.setCookies(t) {
+		if c.Name == name {
+			found = c
+		}
+	}
+	return found
+}
+
+// newSession reports whether the response sets a (non-empty) session
+// cookie.
+func (res *result) newSession(t testing.TB) bool {
+	for _, c := range res.setCookies(t) {
+		if (c.Name == "__Host-logto" || c.Name == "logto") && c.Value != "" && c.MaxAge >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// mustHandlerError checks the request failed with a caddyhttp.HandlerError
+// of the given status, and never a 500.
+func (res *result) mustHandlerError(t testing.TB, status int) {
+	t.Helper()
+	var he caddyhttp.HandlerError
+	if !errors.As(res.err, &he) {
+		t.Fatalf("want caddyhttp.HandlerError %d, got err=%v, response %d (Location %q)", status, res.err, res.rec.Code, res.rec.Header().Get("Location"))
+	}
+	if he.StatusCode != status {
+		t.Fatalf("want status %d, got %d: %v", status, he.StatusCode, he.Err)
+	}
+	if res.next {
+		t.Fatal("next handler ran on a failed request")
+	}
+}
+
+// mustRedirectToAuth checks the response sends the browser to the fake's
+// authorization endpoint and returns that URL.
+func (hx *harness) mustRedirectToAuth(t testing.TB, res *result) *url.URL {
+	t.Helper()
+	if res.err != nil {
+		t.Fatalf("want a redirect to sign in, got %v", res.err)
+	}
+	loc := res.location()
+	if res.rec.Code != http.StatusFound || loc == nil || loc.Scheme+"://"+loc.Host+loc.Path != hx.idp.srv.URL+"/oidc/auth" {
+		t.Fatalf("want 302 to %s/oidc/auth, got %d Location %q", hx.idp.srv.URL, res.rec.Code, res.rec.Header().Get("Location"))
+	}
+	if res.next {
+		t.Fatal("next handler ran on a redirected request")
+	}
+	return loc
+}
+
+// reqOpt adjusts a request before it is served.
+type reqOpt func(r *http.Request)
+
+func withHeader(k, v string) reqOpt { return func(r *http.Request) { r.Header.Add(k, v) } }
+
+// navigation is what a browser sends for a top-level navigation.
+func navigation() reqOpt {
+	return func(r *http.Request) {
+		r.Header.Set("Sec-Fetch-Mode", "navigate")
+		r.Header.Set("Sec-Fetch-Dest", "document")
+		r.Header.Set("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+	}
+}
+
+// fetchAPI is what fetch() sends.
+func fetchAPI() reqOpt {
+	return func(r *http.Request) {
+		r.Header.Set("Sec-Fetch-Mode", "cors")
+		r.Header.Set("Accept", "application/json")
+	}
+}
+
+// newRequest builds a request as Caddy's server would hand it to the
+// handler: replacer and original request in the context.
+func newRequest(method, target string, body io.Reader, opts ...reqOpt) (*http.Request, *caddy.Replacer, *httptest.ResponseRecorder) {
+	if strings.HasPrefix(target, "/") {
+		target = testSite + target
+	}
+	r := httptest.NewRequest(method, target, body)
+	for _, o := range opts {
+		o(r)
+	}
+	w := httptest.NewRecorder()
+	repl := caddy.NewReplacer()
+	r = caddyhttp.PrepareRequest(r, repl, w, nil)
+	return r, repl, w
+}
+
+// serve sends one request through the handler with a recording next.
+func (hx *harness) serve(method, target string, b *tbrowser, opts ...reqOpt) *result {
+	return hx.serveBody(method, target, nil, b, opts...)
+}
+
+func (hx *harness) serveBody(method, target string, body io.Reader, b *tbrowser, opts ...reqOpt) *result {
+	if b != nil {
+		opts = append([]reqOpt{b.send}, opts...)
+	}
+	r, repl, w := newRequest(method, target, body, opts...)
+	return hx.serveRequest(r, repl, w, b)
+}
+
+func (hx *harness) serveRequest(r *http.Request, repl *caddy.Replacer, w *httptest.ResponseRecorder, b *tbrowser) *result {
+	res := &result{rec: w, ph: map[string]string{}, known: map[string]bool{}}
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		res.next = true
+		res.nextReq = r
+		rr := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		for _, k := range testPlaceholders {
+			_, res.known[k] = rr.Get(k)
+			res.ph[k] = rr.ReplaceAll("{"+k+"}", "")
+		}
+		w.WriteHeader(http.StatusOK)
+		return nil
+	})
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				hx.t.Fatalf("handler panicked on %s %s: %v", r.Method, r.URL, p)
+			}
+		}()
+		res.err = hx.h.ServeHTTP(w, r, next)
+	}()
+	if res.status() == http.StatusInternalServerError {
+		hx.t.Errorf("%s %s: 500 (%v)", r.Method, r.URL, res.err)
+	}
+	for _, c := range res.setCookies(hx.t) {
+		registerLogSecrets(c.Value)
+	}
+	if b != nil {
+		b.absorb(hx.t, res)
+	}
+	_ = repl
+	return res
+}
+
+// ---- a browser's cookie jar ----
+
+// tbrowser keeps the cookies a browser would for testSite.
+type tbrowser struct {
+	mu      sync.Mutex
+	cookies map[string]string
+	order   []string
+	extra   string // other cookies of the site, sent too
+}
+
+func newBrowser() *tbrowser { return &tbrowser{cookies: map[string]string{}} }
+
+func (b *tbrowser) send(r *http.Request) {
+	if h := b.header(); h != "" {
+		r.Header.Set("Cookie", h)
+	}
+}
+
+func (b *tbrowser) header() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var parts []string
+	if b.extra != "" {
+		parts = append(parts, b.extra)
+	}
+	for _, n := range b.order {
+		parts = append(parts, n+"="+b.cookies[n])
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (b *tbrowser) absorb(t testing.TB, res *result) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range res.setCookies(t) {
+		if c.MaxAge < 0 || (c.Value == "" && c.MaxAge == 0 && strings.Contains(c.Raw, "Max-Age=0")) {
+			b.del(c.Name)
+			continue
+		}
+		if _, ok := b.cookies[c.Name]; !ok {
+			b.order = append(b.order, c.Name)
+		}
+		b.cookies[c.Name] = c.Value
+	}
+}
+
+func (b *tbrowser) del(name string) {
+	delete(b.cookies, name)
+	b.order = slices.DeleteFunc(b.order, func(n string) bool { return n == name })
+}
+
+func (b *tbrowser) get(name string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cookies[name]
+}
+
+func (b *tbrowser) set(name, value string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.cookies[name]; !ok {
+		b.order = append(b.order, name)
+	}
+	b.cookies[name] = value
+}
+
+// names returns the cookie names with the prefix.
+func (b *tbrowser) names(prefix string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, n := range b.order {
+		if strings.HasPrefix(n, prefix) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (b *tbrowser) clone() *tbrowser {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := &tbrowser{cookies: map[string]string{}, order: slices.Clone(b.order), extra: b.extra}
+	for k, v := range b.cookies {
+		c.cookies[k] = v
+	}
+	return c
+}
+
+const (
+	sessionCookie = "__Host-logto"
+	attemptPrefix = "__Host-logto-signin-"
+)
+
+// ---- the sign-in flow ----
+
+// startSignIn navigates to target and returns the authorization URL the
+// browser was sent to.
+func (hx *harness) startSignIn(b *tbrowser, target string) *url.URL {
+	hx.t.Helper()
+	return hx.mustRedirectToAuth(hx.t, hx.serve(http.MethodGet, target, b, navigation()))
+}
+
+// callbackURL is what Logto redirects the browser to.
+func (hx *harness) callbackURL(authURL *url.URL, code string) string {
+	q := url.Values{"code": {code}, "state": {authURL.Query().Get("state")}, "iss": {hx.idp.issuer}}
+	return "/logto/sign-in-callback?" + q.Encode()
+}
+
+// signIn runs the whole flow for sub from a navigation to target and
+// returns the callback's result.
+func (hx *harness) signIn(b *tbrowser, target, sub string) *result {
+	hx.t.Helper()
+	auth := hx.startSignIn(b, target)
+	code := hx.idp.issueCode(auth, sub)
+	res := hx.serve(http.MethodGet, hx.callbackURL(auth, code), b, navigation())
+	if res.err != nil || res.rec.Code != http.StatusFound || b.get(sessionCookie) == "" {
+		hx.t.Fatalf("sign-in did not complete: err=%v code=%d Location=%q refusals=%v",
+			res.err, res.rec.Code, res.rec.Header().Get("Location"), hx.idp.tokenRefusals())
+	}
+	return res
+}
+
+// signedIn returns a browser signed in as user-1.
+func (hx *harness) signedIn() *tbrowser {
+	hx.t.Helper()
+	b := newBrowser()
+	hx.signIn(b, "/", "user-1")
+	return b
+}
+
+// mustPass checks the request reached next as sub.
+func mustPass(t testing.TB, res *result, sub string) {
+	t.Helper()
+	if res.err != nil || !res.next {
+		t.Fatalf("want the request to pass as %q, got err=%v code=%d Location=%q", sub, res.err, res.rec.Code, res.rec.Header().Get("Location"))
+	}
+	if got := res.ph["http.auth.user.id"]; got != sub {
+		t.Fatalf("{http.auth.user.id} = %q, want %q", got, sub)
+	}
+}
+
+// mustBeSignedOut checks an XHR-style request gets 401 and a navigation is
+// sent to sign in: the session is no longer accepted.
+func (hx *harness) mustBeSignedOut(t testing.TB, b *tbrowser) {
+	t.Helper()
+	res := hx.serve(http.MethodGet, "/private", b.clone(), fetchAPI())
+	res.mustHandlerError(t, http.StatusUnauthorized)
+	hx.mustRedirectToAuth(t, hx.serve(http.MethodGet, "/private", b.clone(), navigation()))
+}
+
+// ---- handler-level tests ----
+
+// TestProvisionDefaults: defaults are the documented ones and Provision
+// never contacts Logto.
+func TestProvisionDefaults(t *testing.T) {
+	idp := newFakeIdP(t)
+	hx := newHarness(t, idp, nil)
+	h := hx.h
+	for _, c := range []struct {
+		name      string
+		got, want any
+	}{
+		{"cookie_name", h.CookieName, "logto"},
+		{"path_prefix", h.PathPrefix, "/logto"},
+		{"prompt", h.Prompt, "consent"},
+		{"post_sign_out_redirect", h.PostSignOutRedirect, "/"},
+		{"session_lifetime", time.Duration(h.SessionLifetime), 14 * 24 * time.Hour},
+		{"sign_in_timeout", time.Duration(h.SignInTimeout), 10 * time.Minute},
+		{"revocation_poll", time.Duration(h.RevocationPoll), 10 * time.Second},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if n := idp.discoveryHits.Load() + idp.jwksHits.Load(); n != 0 {
+		t.Errorf("Provision contacted Logto %d times; startup must not block on it", n)
+	}
+}
+
+// TestProvisionWithoutConfig: a handler provisions in a bare Caddy context
+// (no loaded config), as unit tests and tools that embed it make.
+func TestProvisionWithoutConfig(t *testing.T) {
+	idp := newFakeIdP(t)
+	h := &Handler{Endpoint: idp.srv.URL, AppID: idp.appID, AppSecret: idp.appSecret}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	var err error
+	panicked := func() (p any) {
+		defer func() { p = recover() }()
+		err = h.Provision(ctx)
+		return nil
+	}()
+	if panicked != nil {
+		t.Skipf("bug: Provision panics in a context without a config (ctx.Storage() on a nil config): %v", panicked)
+	}
+	if err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+}
+
+// TestProvisionErrors: missing or malformed required options fail
+// Provision with a message naming the option.
+func TestProvisionErrors(t *testing.T) {
+	idp := newFakeIdP(t)
+	for _, c := range []struct {
+		name string
+		h    Handler
+		want string
+	}{
+		{"no endpoint", Handler{AppID: "a", AppSecret: "s"}, "endpoint"},
+		{"relative endpoint", Handler{Endpoint: "tenant.logto.app", AppID: "a", AppSecret: "s"}, "endpoint"},
+		{"no app_id", Handler{Endpoint: idp.srv.URL, AppSecret: "s"}, "app_id"},
+		{"no app_secret", Handler{Endpoint: idp.srv.URL, AppID: "a"}, "app_secret"},
+		{"unset env secret", Handler{Endpoint: idp.srv.URL, AppID: "a", AppSecret: "{env.LOGTO_TEST_UNSET_VARIABLE}"}, "app_secret"},
+		{"empty cookie secret", Handler{Endpoint: idp.srv.URL, AppID: "a", AppSecret: "s", CookieSecrets: []string{""}}, "cookie_secret"},
+		{"unknown rule", Handler{Endpoint: idp.srv.URL, AppID: "a", AppSecret: "s", Require: []Rule{{Kind: "group", Values: []string{"x"}}}}, "kind"},
+		{"scope without token", Handler{Endpoint: idp.srv.URL, AppID: "a", AppSecret: "s", Require: []Rule{{Kind: "scope", Values: []string{"read"}}}}, "token_resource"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := c.h
+			err := h.Provision(testCaddyContext(t))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Provision error = %v, want one naming %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestValidateErrors: option values that can never work are rejected.
+func TestValidateErrors(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		h    Handler
+	}{
+		{"prompt", Handler{Prompt: "always"}},
+		{"post sign-out target", Handler{PostSignOutRedirect: "evil.example"}},
+		{"base_url with path", Handler{BaseURL: "https://app.example.com/app"}},
+		{"base_url without scheme", Handler{BaseURL: "app.example.com"}},
+		{"negative duration", Handler{IdleTimeout: caddy.Duration(-time.Second)}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.h.Validate(); err == nil {
+				t.Fatal("Validate accepted it")
+			}
+		})
+	}
+}
+
+// TestFlowEndpointsWhateverThePrefix: the endpoints follow path_prefix, and
+// a path that merely starts with the prefix is gated, not served.
+func TestFlowEndpointsWhateverThePrefix(t *testing.T) {
+	hx := newHarness(t, nil, func(h *Handler) { h.PathPrefix = "/auth/" })
+	res := hx.serve(http.MethodGet, "/auth/sign-in", newBrowser())
+	hx.mustRedirectToAuth(t, res)
+	// The default prefix is now an ordinary, gated path.
+	hx.serve(http.MethodGet, "/logto/sign-in", newBrowser(), fetchAPI()).mustHandlerError(t, http.StatusUnauthorized)
+	hx.serve(http.MethodGet, "/auth/sign-in-x", newBrowser(), fetchAPI()).mustHandlerError(t, http.StatusUnauthorized)
+	loc := hx.startSignIn(newBrowser(), "/")
+	if got := loc.Query().Get("redirect_uri"); got != testSite+"/auth/sign-in-callback" {
+		t.Errorf("redirect_uri = %q", got)
+	}
+}
+
+// TestEndpointMethods: flow endpoints take the methods they document.
+func TestEndpointMethods(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodPost, "/logto/sign-in", http.StatusMethodNotAllowed},
+		{http.MethodPut, "/logto/sign-in-callback", http.StatusMethodNotAllowed},
+		{http.MethodDelete, "/logto/user", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/logto/backchannel-logout", http.StatusMethodNotAllowed},
+	} {
+		res := hx.serve(c.method, c.path, newBrowser())
+		res.mustHandlerError(t, c.want)
+		if res.rec.Header().Get("Allow") == "" {
+			t.Errorf("%s %s: 405 without Allow", c.method, c.path)
+		}
+	}
+}
