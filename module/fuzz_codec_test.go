@@ -1,0 +1,149 @@
+package logto
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// FuzzCodecOpen checks that Open never panics on any name and value, and
+// never opens anything but an exact (name, value) pair produced by Seal: no
+// forgery, no malleable encoding, no name confusion.
+func FuzzCodecOpen(f *testing.F) {
+	// Seal's nonces are random, and fuzzing runs in several processes, so
+	// the known sealed values are the fixed golden ones.
+	c := mustCodec(f, "session", codecGoldenSecrets...)
+	sealed := map[[2]string]string{}
+	for _, g := range codecGolden {
+		sealed[[2]string{g.name, g.value}] = g.plaintext
+		if len(g.value) < 100 { // large seeds make minimization crawl
+			f.Add(g.name, g.value)
+		}
+	}
+	f.Add("s", "")
+	f.Add("s", "AQ")
+	f.Add("", "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+
+	f.Fuzz(func(t *testing.T, name, value string) {
+		got, err := c.Open(name, value)
+		want, ok := sealed[[2]string{name, value}]
+		switch {
+		case err != nil && err != ErrBadCookie:
+			t.Fatalf("Open returned %v, not ErrBadCookie", err)
+		case err == nil && !ok:
+			t.Fatalf("Open accepted a value Seal did not produce: %q for %q", value, name)
+		case err != nil && ok:
+			t.Fatalf("Open rejected a sealed value: %v", err)
+		case err == nil && string(got) != want:
+			t.Fatalf("Open = %q, want %q", got, want)
+		}
+	})
+}
+
+// FuzzReadCookie checks that readCookie never panics on any header, that
+// what it returns for a single cookie comes from the header itself, and that
+// any value writeCookie accepts reads back unchanged from what a browser
+// would send.
+func FuzzReadCookie(f *testing.F) {
+	// The value written is val repeated to size bytes: long values without
+	// long inputs, which the fuzzer is slow to minimize.
+	f.Add("a=1; s=v", "s", "value", uint16(5))
+	f.Add(`s="2*ab"; s.1=cd; s.1=ef`, "s", "1*x", uint16(3801))
+	f.Add("s=8*;s.1=;s.7=x;;=;\x00", "s", "", uint16(0))
+	f.Add("s.1=x; s", "s.", "A", uint16(30398))
+	f.Add("", "", "AB", uint16(30399))
+	f.Fuzz(func(t *testing.T, header, name, val string, size uint16) {
+		h := cookieHeader(header, header)
+		if v, ok := readCookie(h, name); ok && len(v) > maxChunks*maxCookieValue {
+			t.Fatalf("read %d bytes", len(v))
+		}
+		cookieNames(h, name)
+
+		// Round trip, with the value mapped onto cookie-octets.
+		name = "__Host-s"
+		if val == "" {
+			val = "A"
+		}
+		val = strings.Repeat(val, int(size)/len(val)+1)[:size]
+		b := []byte(val)
+		for i := range b {
+			if !isCookieOctet(b[i]) {
+				b[i] = 'A' + b[i]%26
+			}
+		}
+		val = string(b)
+		w := http.Header{}
+		err := writeCookie(w, h, name, val, testOpts)
+		if err != nil {
+			if len(val) <= maxChunks*maxCookieValue-2 {
+				t.Fatalf("writeCookie(%d bytes): %v", len(val), err)
+			}
+			return
+		}
+		var sent []string
+		for _, c := range (&http.Response{Header: w}).Cookies() {
+			if len(c.String()) >= 4096-len("Set-Cookie: ") {
+				t.Fatalf("Set-Cookie of %d bytes", len(c.String()))
+			}
+			if c.MaxAge >= 0 {
+				sent = append(sent, c.Name+"="+c.Value)
+			}
+		}
+		// A browser sends our cookies along with whatever else it holds.
+		req := cookieHeader(strings.Join(sent, "; "), header)
+		if got, ok := readCookie(req, name); !ok || got != val {
+			t.Fatalf("round trip of %d bytes: got %d bytes, %v", len(val), len(got), ok)
+		}
+	})
+}
+
+// FuzzStripCookies checks that stripCookies never panics, leaves no cookie
+// with the prefix (by the most permissive reading of a name), and keeps
+// every other cookie, in order.
+func FuzzStripCookies(f *testing.F) {
+	f.Add("a=1; __Host-logto_s=x; b=2", "", "__Host-logto")
+	f.Add(" ;\t__Host-logto ; x=\"y\";;", "__Host-logto_tx=1", "__Host-logto")
+	f.Add("p=1;p;pp=2", "q=1", "p")
+	f.Fuzz(func(t *testing.T, line1, line2, prefix string) {
+		if prefix == "" {
+			return // strips everything by definition
+		}
+		in := []string{line1, line2}
+		h := cookieHeader(in...)
+		stripCookies(h, prefix)
+		var want, got []string
+		for _, line := range in {
+			want = append(want, keptParts(line, prefix)...)
+		}
+		for _, line := range h["Cookie"] {
+			if lineHasPrefixed(line, prefix) {
+				t.Fatalf("%q still holds a %q cookie", line, prefix)
+			}
+			got = append(got, keptParts(line, prefix)...)
+		}
+		// The upstream's view, through a parser other than ours.
+		for _, c := range (&http.Request{Header: h}).Cookies() {
+			if strings.HasPrefix(c.Name, prefix) {
+				t.Fatalf("net/http still sees cookie %q", c.Name)
+			}
+		}
+		if strings.Join(got, "\x00") != strings.Join(want, "\x00") {
+			t.Fatalf("kept %q, want %q", got, want)
+		}
+		if v, ok := h["Cookie"]; ok && len(v) == 0 {
+			t.Fatal("empty Cookie header left")
+		}
+	})
+}
+
+// keptParts lists the non-empty parts of a Cookie line without the prefix.
+func keptParts(line, prefix string) []string {
+	var parts []string
+	for _, part := range strings.Split(line, ";") {
+		part = trimCookieSpace(part)
+		if n, _, _ := parseCookiePair(part); part != "" && !strings.HasPrefix(n, prefix) {
+			parts = append(parts, part)
+		}
+	}
+	return parts
+}
