@@ -70,14 +70,14 @@ func (h *Handler) compileRules() error {
 		addScope("urn:logto:scope:organizations")
 		addResource(organizationsResource)
 	}
-	for i, r := range h.Require {
+	for _, r := range h.Require {
+		if err := h.checkRule(r); err != nil {
+			return err
+		}
 		switch r.Kind {
 		case "role":
 			addScope("roles")
 		case "scope":
-			if h.TokenResource == "" && h.Organization == "" {
-				return fmt.Errorf("logto: require scope needs token_resource or organization: permissions live in the route's access token")
-			}
 			// Logto puts a permission in the token only if it was asked
 			// for at sign-in.
 			for _, v := range r.Values {
@@ -85,28 +85,42 @@ func (h *Handler) compileRules() error {
 			}
 		case "organization":
 			addScope("urn:logto:scope:organizations")
-			if len(r.Values) == 0 && h.Organization == "" {
-				return fmt.Errorf("logto: require organization without ids needs organization (the route's organization)")
-			}
 		case "organization_role":
 			addScope("urn:logto:scope:organizations")
 			addScope("urn:logto:scope:organization_roles")
-			if h.Organization == "" {
-				return fmt.Errorf("logto: require organization_role needs organization (the route's organization)")
-			}
 		case "claim":
-			if r.Claim == "" {
-				return fmt.Errorf("logto: require claim needs a claim name")
-			}
 			if s, ok := claimScopes[r.Claim]; ok {
 				addScope(s)
 			}
-		default:
-			return fmt.Errorf("logto: require #%d: unknown kind %q (want role, scope, organization, organization_role or claim)", i+1, r.Kind)
 		}
-		if len(r.Values) == 0 && r.Kind != "organization" {
-			return fmt.Errorf("logto: require %s needs at least one value", r.Kind)
+	}
+	return nil
+}
+
+// checkRule rejects a rule that can never be met with the block's options.
+func (h *Handler) checkRule(r Rule) error {
+	switch r.Kind {
+	case "role", "claim":
+	case "scope":
+		if h.TokenResource == "" && h.Organization == "" {
+			return fmt.Errorf("logto: require scope needs token_resource or organization: permissions live in the route's access token")
 		}
+	case "organization":
+		if len(r.Values) == 0 && h.Organization == "" {
+			return fmt.Errorf("logto: require organization without ids needs organization (the route's organization)")
+		}
+	case "organization_role":
+		if h.Organization == "" {
+			return fmt.Errorf("logto: require organization_role needs organization (the route's organization)")
+		}
+	default:
+		return fmt.Errorf("logto: require: unknown kind %q (want role, scope, organization, organization_role or claim)", r.Kind)
+	}
+	if r.Kind == "claim" && r.Claim == "" {
+		return fmt.Errorf("logto: require claim needs a claim name")
+	}
+	if len(r.Values) == 0 && r.Kind != "organization" {
+		return fmt.Errorf("logto: require %s needs at least one value", r.Kind)
 	}
 	return nil
 }

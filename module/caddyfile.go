@@ -2,6 +2,7 @@ package logto
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -88,10 +89,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 // arguments are errors naming the option and its line.
 func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
+	directiveLine := d.Line()
 	if d.NextArg() {
 		return d.Errf("logto: unexpected argument %q; options go in a block: logto { endpoint ... }", d.Val())
 	}
 	seen := map[string]bool{}
+	var requireLines []int
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if !repeatable[opt] {
@@ -141,7 +144,9 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch opt {
 		case "endpoint":
-			err = one(&l.Endpoint)
+			if err = one(&l.Endpoint); err == nil && !hasPlaceholder(l.Endpoint) && !validBaseURL(l.Endpoint, true) {
+				err = d.Errf("logto: option %q: %q is not an absolute http(s) URL such as https://your-tenant.logto.app", opt, l.Endpoint)
+			}
 		case "app_id":
 			err = one(&l.AppID)
 		case "app_secret":
@@ -153,8 +158,8 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				err = d.Errf("logto: option %q: %q is not a valid cookie name", opt, l.CookieName)
 			}
 		case "path_prefix":
-			if err = one(&l.PathPrefix); err == nil && !strings.HasPrefix(l.PathPrefix, "/") {
-				err = d.Errf("logto: option %q must start with /", opt)
+			if err = one(&l.PathPrefix); err == nil && (!strings.HasPrefix(l.PathPrefix, "/") || strings.Trim(l.PathPrefix, "/") == "") {
+				err = d.Errf("logto: option %q must be a path below the root, such as /logto or /app/auth", opt)
 			}
 		case "pass":
 			if err = need(0); err == nil {
@@ -167,6 +172,9 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "prompt":
 			if err = atLeast(1); err == nil {
 				l.Prompt = strings.Join(args, " ")
+				if !validConfigPrompt(l.Prompt) {
+					err = d.Errf("logto: option %q: %q is not made of consent, login, none, select_account", opt, l.Prompt)
+				}
 			}
 		case "first_screen":
 			if err = one(&l.FirstScreen); err == nil && !validFirstScreen(l.FirstScreen) {
@@ -174,7 +182,7 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "identifiers":
 			if err = list(&l.Identifiers); err == nil && !validIdentifiers(strings.Join(l.Identifiers, " ")) {
-				err = d.Errf("logto: option %q takes email, phone or username", opt)
+				err = d.Errf("logto: option %q takes email, phone or username, got %q", opt, strings.Join(args, " "))
 			}
 		case "direct_sign_in":
 			if err = one(&l.DirectSignIn); err == nil && !validDirectSignIn(l.DirectSignIn) {
@@ -194,12 +202,19 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				if _, dup := l.ExtraParams[args[0]]; dup {
 					return d.Errf("logto: option %q: parameter %q given twice", opt, args[0])
 				}
+				if reservedParams[args[0]] {
+					return d.Errf("logto: option %q: parameter %q is set by the module itself (use the option of that name, if any)", opt, args[0])
+				}
 				l.ExtraParams[args[0]] = args[1]
 			}
 		case "post_sign_out_redirect":
-			err = one(&l.PostSignOutRedirect)
+			if err = one(&l.PostSignOutRedirect); err == nil && !hasPlaceholder(l.PostSignOutRedirect) && !validLanding(l.PostSignOutRedirect) {
+				err = d.Errf("logto: option %q: %q must be a path (/signed-out) or an absolute URL", opt, l.PostSignOutRedirect)
+			}
 		case "base_url":
-			err = one(&l.BaseURL)
+			if err = one(&l.BaseURL); err == nil && !hasPlaceholder(l.BaseURL) && !validBaseURL(l.BaseURL, false) {
+				err = d.Errf("logto: option %q: %q must be a scheme and host such as https://example.com", opt, l.BaseURL)
+			}
 		case "session_lifetime":
 			err = duration(&l.SessionLifetime)
 		case "idle_timeout":
@@ -224,6 +239,7 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "organization":
 			err = one(&l.Organization)
 		case "require":
+			requireLines = append(requireLines, d.Line())
 			err = l.parseRequire(d, args)
 		default:
 			return d.Errf("logto: unknown option %q", opt)
@@ -236,7 +252,14 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		{"endpoint", l.Endpoint}, {"app_id", l.AppID}, {"app_secret", l.AppSecret},
 	} {
 		if req.val == "" {
-			return d.Errf("logto: option %q is required", req.name)
+			return d.Errf("logto: option %q is required (in the logto block starting at line %d)", req.name, directiveLine)
+		}
+	}
+	// Rules that depend on other options are checked here, so the error
+	// names the line, rather than only at provision.
+	for i, r := range l.Require {
+		if err := l.checkRule(r); err != nil {
+			return fmt.Errorf("%w, at %s:%d", err, d.File(), requireLines[i])
 		}
 	}
 	return nil
@@ -287,3 +310,5 @@ func validCookieNameOpt(s string) bool {
 
 // Interface guards
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }

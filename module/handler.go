@@ -98,7 +98,7 @@ type Handler struct {
 	UILocales []string `json:"ui_locales,omitempty"`
 
 	// Organization to sign in to (sent as organization_id at sign-in).
-	SignInOrganization string `json:"sign_in_organization,omitempty"`
+	SignInOrganization string `json:"organization_id,omitempty"`
 
 	// Extra parameters added to the authorization request.
 	ExtraParams map[string]string `json:"extra_params,omitempty"`
@@ -178,8 +178,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if endpoint == "" {
 		return errors.New("logto: endpoint is required")
 	}
-	if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("logto: endpoint %q is not an absolute http(s) URL", endpoint)
+	if !validBaseURL(endpoint, true) {
+		return fmt.Errorf("logto: endpoint %q is not an absolute http(s) URL such as https://your-tenant.logto.app", endpoint)
 	}
 	if appID == "" {
 		return errors.New("logto: app_id is required (is its environment variable set?)")
@@ -254,23 +254,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // Validate checks the configuration for values that can never work.
 func (h *Handler) Validate() error {
-	if h.Prompt != "" {
-		for _, p := range strings.Fields(h.Prompt) {
-			switch p {
-			case "consent", "login", "none", "select_account":
-			default:
-				return fmt.Errorf("logto: prompt %q is not one of consent, login, none, select_account", p)
-			}
-		}
+	if h.Prompt != "" && !validConfigPrompt(h.Prompt) {
+		return fmt.Errorf("logto: prompt %q is not made of consent, login, none, select_account", h.Prompt)
 	}
-	if h.PostSignOutRedirect != "" && !strings.HasPrefix(h.PostSignOutRedirect, "/") {
-		if u, err := url.Parse(h.PostSignOutRedirect); err != nil || !u.IsAbs() {
-			return fmt.Errorf("logto: post_sign_out_redirect %q must be a path or an absolute URL", h.PostSignOutRedirect)
-		}
+	if h.PostSignOutRedirect != "" && !validLanding(h.PostSignOutRedirect) {
+		return fmt.Errorf("logto: post_sign_out_redirect %q must be a path or an absolute URL", h.PostSignOutRedirect)
 	}
-	if h.BaseURL != "" {
-		if u, err := url.Parse(h.BaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			return fmt.Errorf("logto: base_url %q must be a scheme and host such as https://example.com", h.BaseURL)
+	if h.BaseURL != "" && !validBaseURL(h.BaseURL, false) {
+		return fmt.Errorf("logto: base_url %q must be a scheme and host such as https://example.com", h.BaseURL)
+	}
+	if strings.Trim(h.PathPrefix, "/") == "" {
+		return fmt.Errorf("logto: path_prefix %q must be a path below the root, such as /logto", h.PathPrefix)
+	}
+	for k := range h.ExtraParams {
+		if reservedParams[k] {
+			return fmt.Errorf("logto: extra_param %q is set by the module itself", k)
 		}
 	}
 	if time.Duration(h.IdleTimeout) < 0 || time.Duration(h.SessionLifetime) < 0 || time.Duration(h.SignInTimeout) < 0 {
@@ -293,3 +291,43 @@ var (
 	_ caddy.Validator             = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )
+
+// reservedParams are authorization parameters the module sets itself; an
+// extra_param must not override them (a plain PKCE method, a foreign
+// redirect_uri or a fixed state would break or weaken every sign-in).
+var reservedParams = map[string]bool{
+	"client_id": true, "redirect_uri": true, "response_type": true, "scope": true,
+	"state": true, "nonce": true, "code_challenge": true, "code_challenge_method": true,
+	"resource": true, "prompt": true, "first_screen": true, "identifier": true,
+	"direct_sign_in": true, "login_hint": true, "ui_locales": true, "organization_id": true,
+	"interaction_mode": true, "response_mode": true, "request": true, "request_uri": true,
+}
+
+// validBaseURL accepts scheme://host[:port] (and, for the endpoint, a path:
+// self-hosted Logto may live below one).
+func validBaseURL(s string, pathOK bool) bool {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return false
+	}
+	return pathOK || u.Path == "" || u.Path == "/"
+}
+
+func validLanding(s string) bool {
+	if strings.HasPrefix(s, "/") {
+		return !strings.HasPrefix(s, "//")
+	}
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
+}
+
+func validConfigPrompt(s string) bool {
+	for _, p := range strings.Fields(s) {
+		switch p {
+		case "consent", "login", "none", "select_account":
+		default:
+			return false
+		}
+	}
+	return strings.TrimSpace(s) != ""
+}
