@@ -189,7 +189,11 @@ func (h *Handler) writeSession(w http.ResponseWriter, r *http.Request, cs *cooki
 	if o.MaxAge < 1 {
 		o.MaxAge = 1
 	}
-	writeCookie(w.Header(), r.Header, cs.session, u.cookie, o)
+	if err := writeCookie(w.Header(), r.Header, cs.session, u.cookie, o); err != nil {
+		// Too big even for chunks: the cookie has been expired instead, so
+		// the user signs in again rather than keeping stale tokens.
+		h.logger.Error("cannot store the session cookie; the user is signed out", errField(err), zap.Int("bytes", len(u.cookie)))
+	}
 }
 
 func (h *Handler) clearSession(w http.ResponseWriter, r *http.Request, cs *cookieSet) {

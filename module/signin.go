@@ -194,7 +194,9 @@ func (h *Handler) startSignIn(w http.ResponseWriter, r *http.Request, cs *cookie
 	plain, _ := json.Marshal(a)
 	o := cs.opts
 	o.MaxAge = h.attemptCookieLife()
-	writeCookie(w.Header(), r.Header, cs.attempt+attemptID(a.State), h.client.attempts.Seal(attemptAAD, plain), o)
+	if err := writeCookie(w.Header(), r.Header, cs.attempt+attemptID(a.State), h.client.attempts.Seal(attemptAAD, plain), o); err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
 
 	scopes := append(slices.Clone(reservedScopes), h.Scopes...)
 	q := url.Values{
