@@ -457,7 +457,6 @@ func TestCallbackAttemptTimedOut(t *testing.T) {
 	}
 }
 
-
 // TestManyTabsSignIn: six tabs start signing in one after another before
 // any completes (a restored session of tabs). Attempt cookies stay bounded,
 // so the Cookie header cannot grow until the site answers 431, and the

@@ -220,6 +220,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if s == "" {
 			return errors.New("logto: cookie_secret is empty (is its environment variable set?)")
 		}
+		if len(s) < 32 {
+			// HKDF does not stretch: a short secret is a guessable key.
+			h.logger.Warn("cookie_secret is short; use 32 or more random characters (e.g. openssl rand -base64 32)", zap.Int("length", len(s)))
+		}
 		secrets = append(secrets, []byte(s))
 	}
 	if len(secrets) == 0 {

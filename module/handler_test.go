@@ -667,3 +667,166 @@ func TestEndpointMethods(t *testing.T) {
 		}
 	}
 }
+
+// ---- the gate ----
+
+// TestGateRedirectsNavigation: an anonymous top-level navigation is sent to
+// Logto with a complete authorization request and one attempt cookie.
+func TestGateRedirectsNavigation(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		method string
+		opts   []reqOpt
+	}{
+		{"Sec-Fetch-Mode navigate", http.MethodGet, []reqOpt{navigation()}},
+		{"Accept text/html without Sec-Fetch", http.MethodGet, []reqOpt{withHeader("Accept", "text/html,*/*;q=0.8")}},
+		{"HEAD navigation", http.MethodHead, []reqOpt{navigation()}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			hx := newHarness(t, nil, func(h *Handler) {
+				h.Scopes = []string{"email", "read:docs"}
+				h.Resources = []string{"https://api.example.com", "https://api2.example.com"}
+			})
+			res := hx.serve(c.method, "/private/page?q=1", nil, c.opts...)
+			auth := hx.mustRedirectToAuth(t, res)
+			q := auth.Query()
+			for k, want := range map[string]string{
+				"client_id":             hx.idp.appID,
+				"redirect_uri":          testSite + "/logto/sign-in-callback",
+				"response_type":         "code",
+				"code_challenge_method": "S256",
+				"prompt":                "consent",
+			} {
+				if got := q.Get(k); got != want {
+					t.Errorf("%s = %q, want %q", k, got, want)
+				}
+			}
+			scopes := strings.Fields(q.Get("scope"))
+			for _, s := range []string{"openid", "offline_access", "profile", "email", "read:docs"} {
+				if !slices.Contains(scopes, s) {
+					t.Errorf("scope %q lacks %s", q.Get("scope"), s)
+				}
+			}
+			if got := q["resource"]; !slices.Equal(got, []string{"https://api.example.com", "https://api2.example.com"}) {
+				t.Errorf("resource = %q", got)
+			}
+			state, nonce := q.Get("state"), q.Get("nonce")
+			if len(state) < 32 || len(nonce) < 32 || state == nonce {
+				t.Errorf("state %q and nonce %q must be long and distinct", state, nonce)
+			}
+			if len(q.Get("code_challenge")) != 43 {
+				t.Errorf("code_challenge %q is not a S256 challenge", q.Get("code_challenge"))
+			}
+			var attempts []*http.Cookie
+			for _, ck := range res.setCookies(t) {
+				if strings.HasPrefix(ck.Name, attemptPrefix) {
+					attempts = append(attempts, ck)
+				}
+			}
+			if len(attempts) != 1 {
+				t.Fatalf("want one attempt cookie, got %v", res.rec.Header().Values("Set-Cookie"))
+			}
+			if a := attempts[0]; !a.HttpOnly || !a.Secure || a.SameSite != http.SameSiteLaxMode || a.Path != "/" || a.MaxAge <= 0 {
+				t.Errorf("attempt cookie %q", a.Raw)
+			}
+			if strings.Contains(attempts[0].Value, state) || strings.Contains(res.rec.Header().Values("Set-Cookie")[0], nonce) {
+				t.Error("attempt cookie carries the state or nonce in clear")
+			}
+			if res.setCookie(t, sessionCookie) != nil {
+				t.Error("the redirect touched the session cookie")
+			}
+			if cc := res.rec.Header().Get("Cache-Control"); !strings.Contains(cc, "no-store") {
+				t.Errorf("Cache-Control = %q, want no-store", cc)
+			}
+		})
+	}
+}
+
+// TestGateAnswers401ToNonNavigation: a redirect to a sign-in page is
+// useless to fetch, XHR, WebSocket and API clients (and a POST would lose
+// its body), so they get 401 with WWW-Authenticate and no Location.
+func TestGateAnswers401ToNonNavigation(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	for _, c := range []struct {
+		name   string
+		method string
+		opts   []reqOpt
+	}{
+		{"fetch", http.MethodGet, []reqOpt{fetchAPI()}},
+		{"fetch accepting HTML", http.MethodGet, []reqOpt{withHeader("Sec-Fetch-Mode", "cors"), withHeader("Accept", "text/html")}},
+		{"XHR", http.MethodGet, []reqOpt{withHeader("X-Requested-With", "XMLHttpRequest"), withHeader("Accept", "text/html, */*")}},
+		{"WebSocket upgrade", http.MethodGet, []reqOpt{withHeader("Connection", "Upgrade"), withHeader("Upgrade", "websocket"), withHeader("Accept", "text/html")}},
+		{"WebSocket upgrade with Sec-Fetch", http.MethodGet, []reqOpt{withHeader("Upgrade", "websocket"), withHeader("Sec-Fetch-Mode", "websocket")}},
+		{"form POST", http.MethodPost, []reqOpt{navigation(), withHeader("Content-Type", "application/x-www-form-urlencoded")}},
+		{"API client", http.MethodGet, []reqOpt{withHeader("Accept", "*/*")}},
+		{"image", http.MethodGet, []reqOpt{withHeader("Sec-Fetch-Mode", "no-cors"), withHeader("Accept", "image/avif,image/webp")}},
+		{"DELETE", http.MethodDelete, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res := hx.serve(c.method, "/api/items", nil, c.opts...)
+			res.mustHandlerError(t, http.StatusUnauthorized)
+			if res.rec.Header().Get("WWW-Authenticate") == "" {
+				t.Error("401 without WWW-Authenticate")
+			}
+			if loc := res.rec.Header().Get("Location"); loc != "" {
+				t.Errorf("401 with Location %q", loc)
+			}
+			if n := len(res.rec.Header().Values("Set-Cookie")); n != 0 {
+				t.Errorf("401 set %d cookies", n)
+			}
+		})
+	}
+	if n := hx.idp.discoveryHits.Load(); n != 0 {
+		t.Errorf("401s contacted Logto (%d discovery fetches)", n)
+	}
+}
+
+// TestGatePassMode: with pass, anonymous requests go through with empty
+// placeholders, and identity headers a client sent are still removed: an
+// anonymous client must not pose as a user to the app behind.
+func TestGatePassMode(t *testing.T) {
+	hx := newHarness(t, nil, func(h *Handler) {
+		h.Pass = true
+		h.Headers = map[string]string{"X-Auth-User": "{http.auth.user.id}"}
+	})
+	for _, opts := range [][]reqOpt{{navigation()}, {fetchAPI()}} {
+		opts = append(opts, withHeader("X-Auth-User", "admin"), withHeader("Logto-ID-Token", "forged"))
+		res := hx.serve(http.MethodGet, "/", nil, opts...)
+		if res.err != nil || !res.next {
+			t.Fatalf("pass mode: err=%v next=%v", res.err, res.next)
+		}
+		for _, k := range []string{"http.auth.user.id", "http.auth.user.email", "http.auth.logto.access_token"} {
+			if res.ph[k] != "" {
+				t.Errorf("{%s} = %q for an anonymous request", k, res.ph[k])
+			}
+		}
+		if v := res.nextReq.Header.Values("X-Auth-User"); len(v) != 0 {
+			t.Errorf("client's X-Auth-User forwarded: %q", v)
+		}
+		if v := res.nextReq.Header.Values("Logto-ID-Token"); len(v) != 0 {
+			t.Errorf("client's Logto-ID-Token forwarded: %q", v)
+		}
+	}
+	// A signed-in user in pass mode gets the placeholders.
+	b := newBrowser()
+	hx.signIn(b, "/logto/sign-in", "user-1")
+	mustPass(t, hx.serve(http.MethodGet, "/", b), "user-1")
+}
+
+// TestGateStripsModuleCookies: the session and attempt cookies (and their
+// chunks) are never forwarded upstream, where a log or a compromised app
+// would get the user's refresh token; the site's other cookies are.
+func TestGateStripsModuleCookies(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	b := hx.signedIn()
+	b.set("__Host-logto-signin-AAAAAAAAAAAA", "x")
+	b.set("__Host-logto.1", "chunk")
+	b.set("logto", "plain")
+	b.extra = "a=1; session=app-session"
+	res := hx.serve(http.MethodGet, "/", b, fetchAPI())
+	mustPass(t, res, "user-1")
+	got := strings.Join(res.nextReq.Header.Values("Cookie"), "; ")
+	if got != "a=1; session=app-session" {
+		t.Errorf("cookies upstream = %q", got)
+	}
+}
