@@ -624,8 +624,14 @@ func TestValidateErrors(t *testing.T) {
 		{"base_url with path", Handler{BaseURL: "https://app.example.com/app"}},
 		{"base_url without scheme", Handler{BaseURL: "app.example.com"}},
 		{"negative duration", Handler{IdleTimeout: caddy.Duration(-time.Second)}},
+		{"root path prefix", Handler{PathPrefix: "/"}},
+		{"extra param overriding PKCE", Handler{ExtraParams: map[string]string{"code_challenge_method": "plain"}}},
+		{"extra param overriding redirect_uri", Handler{ExtraParams: map[string]string{"redirect_uri": "https://evil.example/cb"}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			if c.h.PathPrefix == "" {
+				c.h.PathPrefix = "/logto"
+			}
 			if err := c.h.Validate(); err == nil {
 				t.Fatal("Validate accepted it")
 			}

@@ -103,6 +103,7 @@ type fakeIdP struct {
 	refreshDelay time.Duration // delay on refresh grants, to widen races
 	slowDelay    time.Duration // how long idpSlow waits
 	failMode     atomic.Int32  // idpOK, idp500, ...
+	down         atomic.Bool   // every endpoint answers 503
 	// permissions a resource (or "urn:logto:organization:<id>") grants the
 	// user; a token carries those that were also asked for at sign-in.
 	permissions map[string][]string
@@ -179,7 +180,13 @@ func newFakeIdP(t testing.TB) *fakeIdP {
 	mux.HandleFunc("GET /oidc/me", idp.serveUserinfo)
 	mux.HandleFunc("POST /oidc/token/revocation", idp.serveRevocation)
 	mux.HandleFunc("GET /oidc/session/end", idp.serveEndSession)
-	idp.srv = httptest.NewServer(mux)
+	idp.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if idp.down.Load() {
+			http.Error(w, "<html>502 Bad Gateway</html>", http.StatusServiceUnavailable)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
 	idp.issuer = idp.srv.URL + "/oidc"
 	t.Cleanup(idp.srv.Close)
 	registerLogSecrets(idp.appSecret)
@@ -275,6 +282,23 @@ func (idp *fakeIdP) issueCodeWith(authURL *url.URL, sub string, idToken func(cla
 		idToken:     idToken,
 	}
 	return code
+}
+
+// revokeUser revokes every grant of sub, as Console does when an admin
+// signs a user out or suspends them.
+func (idp *fakeIdP) revokeUser(sub string) {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	for _, rt := range idp.refresh {
+		if rt.grant.sub == sub {
+			rt.grant.revoked = true
+		}
+	}
+	for _, g := range idp.access {
+		if g.sub == sub {
+			g.revoked = true
+		}
+	}
 }
 
 // wasIssued reports whether the fake handed out this code.
