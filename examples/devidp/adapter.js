@@ -1,0 +1,109 @@
+// In-memory storage for oidc-provider models, with Logto's refresh-token
+// reuse grace: Logto's adapter reports a consumed RefreshToken as consumed
+// only 3 s after it was consumed, so a rotated token presented again inside
+// that window still works (and rotates again); after it, oidc-provider sees a
+// reused token and revokes the whole grant.
+
+export const REFRESH_TOKEN_REUSE_GRACE_MS = 3000;
+
+export class Store {
+  constructor() {
+    /** @type {Map<string, Map<string, {payload: object, expiresAt?: number, consumedAt?: number}>>} */
+    this.models = new Map();
+  }
+
+  model(name) {
+    let map = this.models.get(name);
+    if (!map) {
+      map = new Map();
+      this.models.set(name, map);
+    }
+    return map;
+  }
+
+  /** Live (unexpired) payloads of a model. */
+  *entries(name) {
+    const now = Date.now();
+    for (const [id, entry] of this.model(name)) {
+      if (entry.expiresAt !== undefined && entry.expiresAt <= now) continue;
+      yield [id, entry.payload];
+    }
+  }
+
+  sweep() {
+    const now = Date.now();
+    for (const map of this.models.values()) {
+      for (const [id, entry] of map) {
+        if (entry.expiresAt !== undefined && entry.expiresAt <= now) map.delete(id);
+      }
+    }
+  }
+}
+
+export function adapterFor(store) {
+  return class MemoryAdapter {
+    constructor(name) {
+      this.name = name;
+      this.map = store.model(name);
+    }
+
+    async upsert(id, payload, expiresIn) {
+      const previous = this.map.get(id);
+      this.map.set(id, {
+        payload: structuredClone(payload),
+        expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : undefined,
+        consumedAt: previous?.consumedAt,
+      });
+    }
+
+    #load(id) {
+      const entry = this.map.get(id);
+      if (!entry) return undefined;
+      if (entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
+        this.map.delete(id);
+        return undefined;
+      }
+      const payload = structuredClone(entry.payload);
+      if (entry.consumedAt !== undefined) {
+        const graceOver = entry.consumedAt + REFRESH_TOKEN_REUSE_GRACE_MS <= Date.now();
+        if (this.name !== 'RefreshToken' || graceOver) {
+          payload.consumed = Math.floor(entry.consumedAt / 1000);
+        }
+      }
+      return payload;
+    }
+
+    async find(id) {
+      return this.#load(id);
+    }
+
+    async findByUid(uid) {
+      for (const [id, entry] of this.map) {
+        if (entry.payload.uid === uid) return this.#load(id);
+      }
+      return undefined;
+    }
+
+    async findByUserCode(userCode) {
+      for (const [id, entry] of this.map) {
+        if (entry.payload.userCode === userCode) return this.#load(id);
+      }
+      return undefined;
+    }
+
+    async consume(id) {
+      const entry = this.map.get(id);
+      if (entry) entry.consumedAt = Date.now();
+    }
+
+    async destroy(id) {
+      this.map.delete(id);
+    }
+
+    async revokeByGrantId(grantId) {
+      for (const [id, entry] of this.map) {
+        if (entry.payload.grantId === grantId) this.map.delete(id);
+      }
+    }
+  };
+}

@@ -1,0 +1,252 @@
+// oidc-provider configured the way Logto's server configures it
+// (packages/core/src/oidc/init.ts): issuer `<endpoint>/oidc`, JSON errors,
+// resource indicators with per-user permissions, refresh-token rotation,
+// `offline_access` only with `prompt=consent`, back-channel logout and an
+// auto-submitting sign-out page.
+import Provider, { errors } from 'oidc-provider';
+import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
+
+import { adapterFor } from './adapter.js';
+import {
+  ORGANIZATIONS_SCOPE, ORGANIZATION_ROLES_SCOPE, ORGANIZATION_RESOURCE, ORGANIZATION_PERMISSIONS,
+  RESOURCES, users, resourcePermissions, userClaim,
+} from './data.js';
+import { refreshTokenGrant, parameters as refreshParameters } from './refresh-grant.js';
+import { generateSigningKey, randomId } from './keys.js';
+import * as views from './views.js';
+
+/** Logto's extra authorization parameters (ExtraParamsKey). */
+export const LOGTO_PARAMS = [
+  'interaction_mode', 'first_screen', 'identifier', 'direct_sign_in', 'organization_id',
+  'one_time_token', 'google_one_tap_credential',
+];
+
+// Claims by scope as in @logto/core-kit: the base ID-token claims, and the
+// "extended" ones a tenant may enable for ID tokens (userinfo always has them).
+const BASE_CLAIMS = {
+  profile: [
+    'name', 'family_name', 'given_name', 'middle_name', 'nickname', 'preferred_username', 'profile',
+    'picture', 'website', 'gender', 'birthdate', 'zoneinfo', 'locale', 'updated_at', 'username',
+    'created_at',
+  ],
+  email: ['email', 'email_verified'],
+  phone: ['phone_number', 'phone_number_verified'],
+  address: ['address'],
+};
+const EXTENDED_CLAIMS = {
+  custom_data: ['custom_data'],
+  identities: ['identities', 'sso_identities'],
+  roles: ['roles'],
+  [ORGANIZATIONS_SCOPE]: ['organizations', 'organization_data'],
+  [ORGANIZATION_ROLES_SCOPE]: ['organization_roles'],
+};
+// What a Logto 1.37 tenant with the extended claims enabled put in ID tokens:
+// `organization_data` and `sso_identities` stayed userinfo-only.
+const ID_TOKEN_EXTENDED = new Set(['custom_data', 'identities', 'roles', 'organizations', 'organization_roles']);
+const USERINFO_CLAIMS = Object.fromEntries(
+  [...Object.keys(BASE_CLAIMS), ...Object.keys(EXTENDED_CLAIMS)]
+    .map((scope) => [scope, [...(BASE_CLAIMS[scope] ?? []), ...(EXTENDED_CLAIMS[scope] ?? [])]]),
+);
+
+function acceptedClaims(use, scope, rejected, extendedIdTokenClaims) {
+  const out = [];
+  for (const s of scope.split(' ')) {
+    if (BASE_CLAIMS[s]) out.push(...BASE_CLAIMS[s]);
+    for (const claim of EXTENDED_CLAIMS[s] ?? []) {
+      if (use === 'userinfo' || (extendedIdTokenClaims && ID_TOKEN_EXTENDED.has(claim))) out.push(claim);
+    }
+  }
+  return out.filter((claim) => !rejected.includes(claim));
+}
+
+/** oidc-provider's default rotation policy, which Logto keeps. */
+function logtoRotation(ctx) {
+  const { RefreshToken: refreshToken, Client: client } = ctx.oidc.entities;
+  if (!refreshToken || !client) return false;
+  if (refreshToken.totalLifetime() >= 365.25 * 24 * 60 * 60) return false;
+  if (client.clientAuthMethod === 'none' && !refreshToken.isSenderConstrained()) return true;
+  return refreshToken.ttlPercentagePassed() >= 70;
+}
+
+/**
+ * @param {object} cfg
+ * @param {string} cfg.issuer
+ * @param {string} cfg.alg
+ * @param {object} cfg.ttl {accessToken, idToken, refreshToken, session}
+ * @param {'logto'|'always'|'never'} cfg.rotate
+ * @param {boolean} cfg.extendedIdTokenClaims
+ * @param {import('./adapter.js').Store} cfg.store
+ * @param {(event: object) => void} cfg.onBackchannel called for every logout token sent
+ */
+export function createProvider(cfg) {
+  const { alg, ttl } = cfg;
+  const signingKeys = [generateSigningKey(alg)];
+
+  const resourceServer = (scope, accessTokenTTL = ttl.accessToken) => ({
+    scope: scope.join(' '),
+    accessTokenTTL,
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg } },
+  });
+
+  const provider = new Provider(cfg.issuer, {
+    adapter: adapterFor(cfg.store),
+    jwks: { keys: signingKeys },
+    cookies: {
+      keys: [randomId(32), randomId(32)],
+      long: { signed: true, sameSite: 'lax', path: '/' },
+      short: { signed: true, sameSite: 'lax', path: '/' },
+    },
+    clientDefaults: {
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: alg,
+    },
+    enabledJWA: {
+      idTokenSigningAlgValues: ['RS256', 'PS256', 'ES256', 'ES384', 'ES512'],
+    },
+    claims: { openid: ['sub'], ...USERINFO_CLAIMS },
+    conformIdTokenClaims: false,
+    extraParams: LOGTO_PARAMS,
+    pkce: {
+      methods: ['S256'],
+      required: (ctx, client) => client.clientAuthMethod !== 'client_secret_basic',
+    },
+    features: {
+      devInteractions: { enabled: false },
+      userinfo: { enabled: true },
+      revocation: { enabled: true },
+      introspection: { enabled: true },
+      clientCredentials: { enabled: true },
+      backchannelLogout: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        logoutSource: (ctx, form) => { ctx.body = views.logoutPage(form); },
+        postLogoutSuccessSource: (ctx) => { ctx.body = views.logoutSuccessPage(); },
+      },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => undefined,
+        // Logto: the code exchange without `resource` gets an opaque token for
+        // userinfo, never a token for a granted resource.
+        useGrantedResource: () => false,
+        getResourceServerInfo: (ctx, indicator) => {
+          if (indicator === ORGANIZATION_RESOURCE) {
+            return resourceServer(ORGANIZATION_PERMISSIONS, 3600);
+          }
+          if (!RESOURCES[indicator]) throw new errors.InvalidTarget();
+          const userId = ctx.oidc.session?.accountId ?? ctx.oidc.entities.Account?.accountId;
+          const organizationId = ctx.oidc.params?.organization_id;
+          const scopes = userId
+            ? resourcePermissions(userId, indicator, typeof organizationId === 'string' ? organizationId : undefined)
+            : [];
+          return resourceServer(scopes);
+        },
+      },
+    },
+    extraTokenClaims: (ctx, token) => {
+      const organizationId = ctx.oidc.params?.organization_id;
+      if (organizationId && ctx.oidc.params?.resource && token instanceof ctx.oidc.provider.AccessToken) {
+        return { organization_id: organizationId };
+      }
+      return undefined;
+    },
+    findAccount: (ctx, sub) => {
+      const user = users.get(sub);
+      if (!user) return undefined;
+      return {
+        accountId: sub,
+        claims: (use, scope, _claims, rejected = []) => {
+          const claims = { sub };
+          for (const claim of acceptedClaims(use, scope, rejected, cfg.extendedIdTokenClaims)) {
+            const value = userClaim(user, claim);
+            if (value !== undefined) claims[claim] = value;
+          }
+          return claims;
+        },
+      };
+    },
+    interactions: {
+      url: (ctx, interaction) => `/interaction/${interaction.uid}`,
+    },
+    // Logto answers errors as JSON, browser or not.
+    renderError: (ctx, out) => {
+      ctx.type = 'json';
+      ctx.body = out;
+    },
+    rotateRefreshToken: { logto: logtoRotation, always: true, never: false }[cfg.rotate],
+    ttl: {
+      AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL ?? ttl.accessToken,
+      AuthorizationCode: 600,
+      BackchannelAuthenticationRequest: 600,
+      ClientCredentials: 3600,
+      DeviceCode: 600,
+      Grant: Math.max(180 * 24 * 3600, ttl.refreshToken, ttl.session),
+      IdToken: ttl.idToken,
+      Interaction: 3600,
+      RefreshToken: (ctx, token, client) => {
+        // oidc-provider's default: public clients' rotated tokens keep the
+        // original expiry.
+        const rotated = ctx?.oidc?.entities?.RotatedRefreshToken;
+        if (rotated && client.applicationType === 'web' && client.clientAuthMethod === 'none'
+          && !token.isSenderConstrained()) {
+          return rotated.remainingTTL;
+        }
+        return ttl.refreshToken;
+      },
+      Session: ttl.session,
+    },
+  });
+
+  provider.registerGrantType(
+    'refresh_token',
+    refreshTokenGrant({ alg, organizationTokenTtl: 3600 }),
+    refreshParameters,
+    ['resource'],
+  );
+
+  // Logout tokens are sent here rather than by oidc-provider's own client so
+  // every delivery (and the status the RP answered) can be reported.
+  provider.Client.prototype.backchannelLogout = async function backchannelLogout(sub, sid) {
+    const logoutToken = new provider.IdToken({ sub }, { client: this, ctx: undefined });
+    logoutToken.mask = { sub: null };
+    logoutToken.set('events', { 'http://schemas.openid.net/event/backchannel-logout': {} });
+    logoutToken.set('jti', randomId(21));
+    if (this.backchannelLogoutSessionRequired) logoutToken.set('sid', sid);
+    const event = {
+      at: new Date().toISOString(), client_id: this.clientId, uri: this.backchannelLogoutUri, sub,
+      sid: this.backchannelLogoutSessionRequired ? sid : undefined,
+    };
+    try {
+      const response = await fetch(this.backchannelLogoutUri, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ logout_token: await logoutToken.issue({ use: 'logout' }) }),
+        signal: AbortSignal.timeout(5000),
+        redirect: 'manual',
+      });
+      await response.arrayBuffer().catch(() => {});
+      event.status = response.status;
+    } catch (err) {
+      event.error = err.cause?.code ?? err.message;
+    }
+    cfg.onBackchannel(event);
+    if (event.status !== 200 && event.status !== 204) {
+      throw new Error(`back-channel logout to ${this.backchannelLogoutUri} got ${event.status ?? event.error}`);
+    }
+  };
+
+  /** Makes a new key current; keeps the old ones in the JWKS unless dropOld. */
+  provider.rotateSigningKey = (dropOld = false) => {
+    const key = generateSigningKey(alg);
+    if (dropOld) signingKeys.length = 0;
+    // The first key of an algorithm is the one oidc-provider signs with.
+    signingKeys.unshift(key);
+    initializeKeystore.call(provider, { keys: signingKeys });
+    return { current: key.kid, kids: signingKeys.map((k) => k.kid) };
+  };
+  provider.signingKids = () => signingKeys.map((k) => k.kid);
+
+  return provider;
+}

@@ -1,0 +1,389 @@
+#!/usr/bin/env bash
+# Smoke test of the dev IdP with curl: discovery, a full code flow, resource
+# and organization tokens, refresh-token rotation and reuse detection,
+# revocation, RP-initiated and back-channel logout, key rotation, failure
+# injection, the sign-in pages, and 20 quick starts in a row. Needs node and
+# curl; exits non-zero on the first failed check.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+[ -d node_modules/oidc-provider ] || npm ci --no-audit --no-fund --loglevel=error
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	if [ -n "${KEEP_TMP:-}" ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+
+PASS=0
+ok() { PASS=$((PASS + 1)); printf 'ok   %s\n' "$1"; }
+die() {
+	printf 'FAIL %s\n' "$1" >&2
+	for f in "$TMP"/idp*.err; do [ -s "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }; done
+	exit 1
+}
+expect() { # expect <description> <actual> <expected>
+	[ "$2" = "$3" ] || die "$1: got '$2', want '$3'"
+	ok "$1"
+}
+expect_match() { # expect_match <description> <actual> <regex>
+	[[ $2 =~ $3 ]] || die "$1: '$2' does not match /$3/"
+	ok "$1"
+}
+
+# json <expression over d> < file: evaluates a JS expression on parsed JSON.
+json() {
+	J_EXPR=$1 node -e '
+		const d = JSON.parse(require("fs").readFileSync(0, "utf8"));
+		const v = eval(process.env.J_EXPR);
+		process.stdout.write(typeof v === "string" ? v : JSON.stringify(v) ?? "undefined");'
+}
+jwt_part() { # jwt_part <0|1> <jwt>: header or payload JSON
+	node -e 'process.stdout.write(Buffer.from(process.argv[2].split(".")[process.argv[1]], "base64url").toString())' "$1" "$2"
+}
+claim() { jwt_part 1 "$2" | J_KEY=$1 json 'd[process.env.J_KEY]'; } # claim <name> <jwt>
+# verify_jwt <jwt> <jwks url>: checks the signature with the IdP's JWKS.
+verify_jwt() {
+	curl -sf "$2" >"$TMP/jwks.json"
+	node -e '
+		const crypto = require("crypto");
+		const [token, file] = process.argv.slice(1);
+		const [h, p, s] = token.split(".");
+		const header = JSON.parse(Buffer.from(h, "base64url"));
+		const jwk = JSON.parse(require("fs").readFileSync(file)).keys.find((k) => k.kid === header.kid);
+		if (!jwk) { console.error("no key with kid " + header.kid); process.exit(1); }
+		const key = crypto.createPublicKey({ key: jwk, format: "jwk" });
+		const hash = "sha" + header.alg.slice(2);
+		const ok = crypto.verify(hash, Buffer.from(h + "." + p),
+			header.alg.startsWith("ES") ? { key, dsaEncoding: "ieee-p1363" } : key, Buffer.from(s, "base64url"));
+		process.exit(ok ? 0 : 1);' "$1" "$TMP/jwks.json"
+}
+urlenc() { node -e 'process.stdout.write(encodeURIComponent(process.argv[1]))' "$1"; }
+qparam() { node -e 'process.stdout.write(new URL(process.argv[1]).searchParams.get(process.argv[2]) ?? "")' "$1" "$2"; }
+
+# start_idp <name> [ENV=value ...]: starts the IdP on a free port, sets BASE.
+start_idp() {
+	local name=$1
+	shift
+	env DEVIDP_PORT=0 "$@" node server.js >"$TMP/$name.out" 2>"$TMP/$name.err" &
+	PIDS+=($!)
+	IDP_PID=$!
+	for _ in $(seq 1 100); do
+		if grep -qs '^devidp listening on ' "$TMP/$name.out"; then
+			BASE=$(sed -n 's/^devidp listening on //p' "$TMP/$name.out")
+			return 0
+		fi
+		kill -0 "$IDP_PID" 2>/dev/null || die "$name exited: $(cat "$TMP/$name.err")"
+		sleep 0.1
+	done
+	die "$name did not start within 10 s"
+}
+stop_idp() { kill "$IDP_PID" 2>/dev/null || true; wait "$IDP_PID" 2>/dev/null || true; }
+
+# A back-channel logout receiver: answers 200 and appends each body to a file.
+node -e '
+	const fs = require("fs");
+	const server = require("http").createServer((req, res) => {
+		let body = "";
+		req.on("data", (c) => { body += c; });
+		req.on("end", () => { fs.appendFileSync(process.argv[1], body + "\n"); res.end("ok"); });
+	});
+	server.listen(0, "127.0.0.1", () => console.log(server.address().port));' "$TMP/backchannel.log" >"$TMP/bc.port" &
+PIDS+=($!)
+for _ in $(seq 1 50); do [ -s "$TMP/bc.port" ] && break; sleep 0.1; done
+BC_URI="http://127.0.0.1:$(cat "$TMP/bc.port")/logto/backchannel-logout"
+: >"$TMP/backchannel.log"
+
+APP=smoke-app
+SECRET=smoke-secret-123
+REDIRECT_URI=http://localhost:9/logto/sign-in-callback
+POST_LOGOUT=http://localhost:9/
+VERIFIER=smoke-verifier-0123456789-abcdefghijklmnopqrstuvwxyz
+CHALLENGE=$(node -e 'process.stdout.write(require("crypto").createHash("sha256").update(process.argv[1]).digest("base64url"))' "$VERIFIER")
+
+# authorize <cookie jar> <extra query> [username]: runs /oidc/auth, signs in
+# on the page shown (login, registration or Kakao), follows redirects and sets
+# CB to the callback URL. PAGES counts the HTML pages shown on the way.
+authorize() {
+	local jar=$1 url user=${3:-} status loc uid
+	url="$BASE/oidc/auth?client_id=$APP&redirect_uri=$(urlenc "$REDIRECT_URI")&response_type=code&state=st-$RANDOM&nonce=nonce-$RANDOM&code_challenge=$CHALLENGE&code_challenge_method=S256&$2"
+	PAGES=0
+	for _ in $(seq 1 12); do
+		read -r status loc < <(curl -s -o "$TMP/page.html" -c "$jar" -b "$jar" -w '%{http_code} %{redirect_url}\n' "$url")
+		case "$loc" in "$REDIRECT_URI"*) CB=$loc; return 0 ;; esac
+		if [ "$status" = 200 ] && [ -z "$loc" ]; then
+			PAGES=$((PAGES + 1))
+			cp "$TMP/page.html" "$TMP/shown.html"
+			[ -n "$user" ] || { echo "unexpected page at $url" >&2; return 1; }
+			uid=${url##*/interaction/}
+			uid=${uid%%[/?]*}
+			if grep -q 'Continue with Kakao\|>Continue</button>' "$TMP/page.html" && [ "$user" = kakao ] ; then
+				read -r status loc < <(curl -s -o /dev/null -c "$jar" -b "$jar" -w '%{http_code} %{redirect_url}\n' -X POST "$BASE/interaction/$uid/kakao")
+			elif grep -q '<title>Create account' "$TMP/page.html"; then
+				read -r status loc < <(curl -s -o /dev/null -c "$jar" -b "$jar" -w '%{http_code} %{redirect_url}\n' -d "username=$user" -d "password=$user" "$BASE/interaction/$uid/register")
+			else
+				read -r status loc < <(curl -s -o /dev/null -c "$jar" -b "$jar" -w '%{http_code} %{redirect_url}\n' -d "username=$user" -d "password=$user" "$BASE/interaction/$uid/login")
+			fi
+			user=
+		fi
+		[ -n "$loc" ] || { echo "no redirect from $url (HTTP $status)" >&2; return 1; }
+		url=$loc
+	done
+	echo "too many redirects" >&2
+	return 1
+}
+token() { # token <out file> <form fields...>: POSTs to the token endpoint with Basic auth, prints status
+	local out=$1
+	shift
+	local args=()
+	for f in "$@"; do args+=(--data-urlencode "$f"); done
+	curl -s -o "$out" -w '%{http_code}' -u "$APP:$SECRET" "${args[@]}" "$BASE/oidc/token"
+}
+SCOPES='openid offline_access profile email roles urn:logto:scope:organizations urn:logto:scope:organization_roles read:docs write:docs manage:members read:reports'
+SIGNIN_QUERY="prompt=consent&scope=$(urlenc "$SCOPES")&resource=$(urlenc https://api.example.com)&resource=$(urlenc urn:logto:resource:organizations)"
+
+exchange() { # exchange <callback url> <out file>
+	local code
+	code=$(qparam "$1" code)
+	token "$2" grant_type=authorization_code "code=$code" "redirect_uri=$REDIRECT_URI" "code_verifier=$VERIFIER"
+}
+
+echo "== main instance (DEVIDP_ROTATE=always, ES384)"
+start_idp idp1 DEVIDP_ROTATE=always
+ISSUER="$BASE/oidc"
+
+curl -sf "$ISSUER/.well-known/openid-configuration" >"$TMP/disc.json"
+expect "discovery issuer" "$(json d.issuer <"$TMP/disc.json")" "$ISSUER"
+expect "discovery ES384 only" "$(json 'd.id_token_signing_alg_values_supported.join()' <"$TMP/disc.json")" ES384
+expect "discovery iss parameter" "$(json d.authorization_response_iss_parameter_supported <"$TMP/disc.json")" true
+expect "discovery endpoints" "$(json '[d.authorization_endpoint,d.token_endpoint,d.userinfo_endpoint,d.jwks_uri,d.end_session_endpoint,d.revocation_endpoint,d.introspection_endpoint].map(u=>u.slice(d.issuer.length)).join(" ")' <"$TMP/disc.json")" \
+	"/auth /token /me /jwks /session/end /token/revocation /token/introspection"
+expect "discovery backchannel logout" "$(json d.backchannel_logout_supported <"$TMP/disc.json")" true
+expect "jwks: one EC P-384 key" "$(curl -sf "$ISSUER/jwks" | json 'd.keys.map(k=>k.kty+"/"+k.crv+"/"+k.alg).join()')" "EC/P-384/ES384"
+
+status=$(curl -s -o "$TMP/client.json" -w '%{http_code}' -H 'content-type: application/json' \
+	-d "{\"client_id\":\"$APP\",\"client_secret\":\"$SECRET\",\"redirect_uris\":[\"$REDIRECT_URI\"],\"post_logout_redirect_uris\":[\"$POST_LOGOUT\"],\"backchannel_logout_uri\":\"$BC_URI\",\"backchannel_logout_session_required\":true}" \
+	"$BASE/__dev/clients")
+expect "register client at runtime" "$status" 200
+expect "client secret not echoed" "$(json 'd.client_secret === undefined' <"$TMP/client.json")" true
+
+ALICE=$(curl -sf "$BASE/__dev/users" | json 'd.find(u=>u.username==="alice").id')
+BOB=$(curl -sf "$BASE/__dev/users" | json 'd.find(u=>u.username==="bob").id')
+CAROL=$(curl -sf "$BASE/__dev/users" | json 'd.find(u=>u.username==="carol").id')
+ACME=$(curl -sf "$BASE/__dev/organizations" | json 'd.find(o=>o.slug==="acme").id')
+GLOBEX=$(curl -sf "$BASE/__dev/organizations" | json 'd.find(o=>o.slug==="globex").id')
+expect_match "user ids look like Logto's" "$ALICE $BOB $CAROL $ACME" '^[a-z0-9]{12} [a-z0-9]{12} [a-z0-9]{12} [a-z0-9]{12}$'
+
+# Login page shows the Logto parameters it received.
+curl -s -c "$TMP/jar0" -b "$TMP/jar0" -o /dev/null -w '%{redirect_url}' \
+	"$BASE/oidc/auth?client_id=$APP&redirect_uri=$(urlenc "$REDIRECT_URI")&response_type=code&scope=openid&code_challenge=$CHALLENGE&code_challenge_method=S256&first_screen=identifier:sign_in&identifier=username%20email&login_hint=bob&ui_locales=ko-KR&organization_id=$ACME" >"$TMP/loc"
+curl -s -c "$TMP/jar0" -b "$TMP/jar0" "$(cat "$TMP/loc")" >"$TMP/login.html"
+grep -q '<title>Sign in · Dev Logto</title>' "$TMP/login.html" || die "login page title"
+for p in "first_screen\">.*identifier:sign_in" "identifier\">.*username email" "login_hint\">.*bob" "ui_locales\">.*ko-KR" "organization_id\">.*$ACME"; do
+	grep -q "data-param=\"$p" "$TMP/login.html" || die "login page shows $p"
+done
+grep -q 'name="username" type="text" value="bob"' "$TMP/login.html" || die "login_hint prefills the username"
+grep -q 'Continue with Kakao' "$TMP/login.html" && grep -q 'Create account</a>' "$TMP/login.html" || die "login page offers Kakao and Create account"
+ok "login page shows first_screen, identifier, login_hint, ui_locales, organization_id"
+uid=$(sed 's#.*/interaction/##' "$TMP/loc")
+status=$(curl -s -o "$TMP/wrong.html" -w '%{http_code}' -c "$TMP/jar0" -b "$TMP/jar0" -d username=bob -d password=wrong "$BASE/interaction/$uid/login")
+expect "wrong password: page again" "$status" 401
+grep -q 'Incorrect username or password' "$TMP/wrong.html" || die "wrong password: error message"
+ok "wrong password: error message"
+expect "authorization request recorded" "$(curl -sf "$BASE/__dev/requests" | json 'd.at(-1).params.first_screen + " " + d.at(-1).params.organization_id + " " + typeof d.at(-1).timestamp')" "identifier:sign_in $ACME string"
+
+echo "== code flow (alice)"
+authorize "$TMP/jar-alice" "$SIGNIN_QUERY&login_hint=alice" alice || die "alice sign-in"
+expect "callback carries iss" "$(qparam "$CB" iss)" "$ISSUER"
+expect_match "callback carries code and state" "$(qparam "$CB" code) $(qparam "$CB" state)" '^.+ st-[0-9]+$'
+expect "code exchange with Basic auth" "$(exchange "$CB" "$TMP/t1.json")" 200
+AT=$(json d.access_token <"$TMP/t1.json")
+IDT=$(json d.id_token <"$TMP/t1.json")
+RT=$(json d.refresh_token <"$TMP/t1.json")
+expect "opaque access token (43 chars)" "${#AT}" 43
+expect "ID token header" "$(jwt_part 0 "$IDT" | json 'd.alg')" ES384
+verify_jwt "$IDT" "$ISSUER/jwks" || die "ID token signature"
+ok "ID token signature verifies with the JWKS"
+expect "ID token claims" "$(jwt_part 1 "$IDT" | json '[d.iss,d.aud,d.sub,d.name,d.username,d.email,d.email_verified,d.roles.join(),d.organizations.length,typeof d.created_at,d.organization_roles.length].join("|")')" \
+	"$ISSUER|$APP|$ALICE|Alice Park|alice|alice@example.com|true|admin|2|number|2"
+expect "ID token: sid (session required), no auth_time, no organization_data" "$(jwt_part 1 "$IDT" | json '[typeof d.sid, d.auth_time, d.organization_data].join("|")')" "string||"
+expect_match "ID token created_at in ms" "$(claim created_at "$IDT")" '^[0-9]{13}$'
+curl -sf -H "Authorization: Bearer $AT" "$ISSUER/me" >"$TMP/me.json"
+expect "userinfo (/oidc/me)" "$(ACME=$ACME json '[d.sub,d.name,d.organization_data.find(o=>o.id===process.env.ACME).name,d.organization_roles.includes(process.env.ACME+":admin")].join("|")' <"$TMP/me.json")" \
+	"$ALICE|Alice Park|Acme Inc.|true"
+
+echo "== resource and organization tokens"
+expect "refresh with resource" "$(token "$TMP/t2.json" grant_type=refresh_token "refresh_token=$RT" resource=https://api.example.com)" 200
+RT=$(json d.refresh_token <"$TMP/t2.json")
+RAT=$(json d.access_token <"$TMP/t2.json")
+expect "resource token header" "$(jwt_part 0 "$RAT" | json 'd.typ+" "+d.alg')" "at+jwt ES384"
+verify_jwt "$RAT" "$ISSUER/jwks" || die "resource token signature"
+expect "resource token claims" "$(jwt_part 1 "$RAT" | json 'Object.keys(d).sort().join(" ")')" "aud client_id exp iat iss jti scope sub"
+expect "resource token aud" "$(claim aud "$RAT")" https://api.example.com
+expect "resource token scope: granted and asked for" "$(claim scope "$RAT")" "read:docs write:docs"
+expect "refresh returns a fresh ID token" "$(jwt_part 1 "$(json d.id_token <"$TMP/t2.json")" | json 'd.sub+" "+d.nonce')" "$ALICE $(claim nonce "$IDT")"
+expect "resource not asked at sign-in" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RT" resource=https://billing.example.com)" 400
+expect "  error invalid_target" "$(json d.error <"$TMP/t.json")" invalid_target
+
+expect "organization token" "$(token "$TMP/t3.json" grant_type=refresh_token "refresh_token=$RT" "organization_id=$ACME")" 200
+RT=$(json d.refresh_token <"$TMP/t3.json")
+OAT=$(json d.access_token <"$TMP/t3.json")
+expect "organization token aud" "$(claim aud "$OAT")" "urn:logto:organization:$ACME"
+expect "organization token scope (acme admin)" "$(claim scope "$OAT")" "manage:members read:reports"
+expect "organization token header" "$(jwt_part 0 "$OAT" | json 'd.typ')" "at+jwt"
+expect "organization token (globex member)" "$(token "$TMP/t3.json" grant_type=refresh_token "refresh_token=$RT" "organization_id=$GLOBEX")" 200
+RT=$(json d.refresh_token <"$TMP/t3.json")
+expect "  scope read:reports" "$(claim scope "$(json d.access_token <"$TMP/t3.json")")" "read:reports"
+expect "organization + resource" "$(token "$TMP/t4.json" grant_type=refresh_token "refresh_token=$RT" "organization_id=$GLOBEX" resource=https://api.example.com)" 200
+RT=$(json d.refresh_token <"$TMP/t4.json")
+expect "  aud, organization_id claim" "$(jwt_part 1 "$(json d.access_token <"$TMP/t4.json")" | json 'd.aud+" "+d.organization_id')" "https://api.example.com $GLOBEX"
+expect "organization token for a non-member" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RT" organization_id=notamember01)" 403
+expect "  error access_denied" "$(json d.error <"$TMP/t.json")" access_denied
+
+echo "== refresh-token rotation and reuse detection"
+expect "rotate (always): refresh" "$(token "$TMP/r1.json" grant_type=refresh_token "refresh_token=$RT")" 200
+R1=$(json d.refresh_token <"$TMP/r1.json")
+[ "$R1" != "$RT" ] || die "refresh token rotated"
+ok "refresh token rotated"
+expect "used token again within 3 s still works" "$(token "$TMP/r2.json" grant_type=refresh_token "refresh_token=$RT")" 200
+R2=$(json d.refresh_token <"$TMP/r2.json")
+sleep 3.5
+expect "used token after 3 s" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RT")" 400
+expect "  error invalid_grant" "$(json d.error <"$TMP/t.json")" invalid_grant
+expect "newest token revoked with the grant" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$R1")" 400
+expect "grace-issued token revoked too" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$R2")" 400
+
+echo "== second sign-in (bob), revocation"
+authorize "$TMP/jar-bob" "$SIGNIN_QUERY" bob || die "bob sign-in"
+expect "bob code exchange" "$(exchange "$CB" "$TMP/b.json")" 200
+expect "bob: picture is null" "$(jwt_part 1 "$(json d.id_token <"$TMP/b.json")" | json 'd.picture === null && "picture" in d')" true
+RTB=$(json d.refresh_token <"$TMP/b.json")
+expect "bob: resource token scope" "$(token "$TMP/b2.json" grant_type=refresh_token "refresh_token=$RTB" resource=https://api.example.com && claim scope "$(json d.access_token <"$TMP/b2.json")")" "200read:docs"
+RTB=$(json d.refresh_token <"$TMP/b2.json")
+expect "bob: organization token (acme member)" "$(token "$TMP/b3.json" grant_type=refresh_token "refresh_token=$RTB" "organization_id=$ACME" && claim scope "$(json d.access_token <"$TMP/b3.json")")" "200read:reports"
+RTB=$(json d.refresh_token <"$TMP/b3.json")
+expect "revocation with client auth" "$(curl -s -o /dev/null -w '%{http_code}' -u "$APP:$SECRET" -d "token=$RTB" -d token_type_hint=refresh_token "$ISSUER/token/revocation")" 200
+expect "revoked token" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RTB")" 400
+expect "  error invalid_grant" "$(json d.error <"$TMP/t.json")" invalid_grant
+expect "revocation without client auth" "$(curl -s -o /dev/null -w '%{http_code}' -d "token=x" "$ISSUER/token/revocation")" 400
+
+echo "== signed-in user, prompt=consent: straight back"
+authorize "$TMP/jar-alice" "$SIGNIN_QUERY" || die "signed-in alice sent back"
+expect "no page shown" "$PAGES" 0
+expect "code exchange" "$(exchange "$CB" "$TMP/t5.json")" 200
+IDT=$(json d.id_token <"$TMP/t5.json")
+SID=$(claim sid "$IDT")
+
+echo "== RP-initiated logout and back-channel logout"
+: >"$TMP/backchannel.log"
+EXPIRED_HINT_NOTE="(expired hints are checked on the second instance)"
+status=$(curl -s -o "$TMP/logout.html" -c "$TMP/jar-alice" -b "$TMP/jar-alice" -w '%{http_code}' \
+	"$ISSUER/session/end?client_id=$APP&post_logout_redirect_uri=$(urlenc "$POST_LOGOUT")&id_token_hint=$IDT&state=bye")
+expect "end session page" "$status" 200
+grep -q "document.getElementById('op.logoutForm').submit()" "$TMP/logout.html" || die "logout page submits itself"
+ok "logout page submits itself"
+XSRF=$(sed -n 's/.*name="xsrf" value="\([^"]*\)".*/\1/p' "$TMP/logout.html")
+read -r status loc < <(curl -s -o /dev/null -c "$TMP/jar-alice" -b "$TMP/jar-alice" -w '%{http_code} %{redirect_url}\n' -d "xsrf=$XSRF" -d logout=yes "$ISSUER/session/end/confirm")
+expect "confirm redirects to post_logout_redirect_uri" "$status $loc" "303 ${POST_LOGOUT}?state=bye"
+for _ in $(seq 1 30); do [ -s "$TMP/backchannel.log" ] && break; sleep 0.1; done
+LT=$(sed -n '1s/^logout_token=//p' "$TMP/backchannel.log")
+[ -n "$LT" ] || die "back-channel logout token received"
+verify_jwt "$LT" "$ISSUER/jwks" || die "logout token signature"
+expect "logout token claims" "$(jwt_part 1 "$LT" | json '[d.iss,d.aud,d.sub,d.sid,typeof d.iat,typeof d.jti,JSON.stringify(d.events)].join("|")')" \
+	"$ISSUER|$APP|$ALICE|$SID|number|string|{\"http://schemas.openid.net/event/backchannel-logout\":{}}"
+authorize "$TMP/jar-alice" "$SIGNIN_QUERY" alice || die "sign in again after logout"
+expect "IdP session ended: login page again" "$PAGES" 1
+status=$(curl -s -o "$TMP/t.json" -w '%{http_code}' "$ISSUER/session/end?client_id=$APP&post_logout_redirect_uri=$(urlenc http://evil.example/)")
+expect "unregistered post_logout_redirect_uri" "$status $(json d.error_description <"$TMP/t.json")" "400 post_logout_redirect_uri not registered"
+
+echo "== admin sign-out (/__dev/logout)"
+authorize "$TMP/jar-carol" "$SIGNIN_QUERY" carol || die "carol sign-in"
+exchange "$CB" "$TMP/c.json" >/dev/null
+curl -sf -X POST "$BASE/__dev/logout?sub=$CAROL" >"$TMP/adm.json"
+expect "admin sign-out sends back-channel logout" "$(json '[d.sessions_ended, d.backchannel.length, d.backchannel[0].status, d.backchannel[0].sub].join(" ")' <"$TMP/adm.json")" "1 1 200 $CAROL"
+expect "admin sign-out revokes tokens" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$(json d.refresh_token <"$TMP/c.json")")" 400
+
+echo "== registration, Kakao, first_screen"
+authorize "$TMP/jar-new" "$SIGNIN_QUERY&first_screen=register" "newuser$RANDOM" || die "register"
+expect "registered user signs in" "$(exchange "$CB" "$TMP/n.json")" 200
+grep -q '<title>Create account' "$TMP/shown.html" || die "first_screen=register shows Create account"
+ok "first_screen=register shows the registration form"
+authorize "$TMP/jar-kakao" "prompt=consent&scope=$(urlenc 'openid profile identities')&direct_sign_in=social:kakao" kakao || die "kakao"
+grep -q '<title>Kakao' "$TMP/shown.html" || die "direct_sign_in=social:kakao shows the Kakao page"
+expect "Kakao user" "$(exchange "$CB" "$TMP/k.json" && jwt_part 1 "$(json d.id_token <"$TMP/k.json")" | json 'd.name+" "+Object.keys(d.identities)')" "200Kakao User kakao"
+
+echo "== key rotation"
+OLD_KID=$(curl -sf "$ISSUER/jwks" | json 'd.keys[0].kid')
+NEW_KID=$(curl -sf -X POST "$BASE/__dev/rotate-keys" | json d.current)
+expect "JWKS keeps the old key" "$(curl -sf "$ISSUER/jwks" | json 'd.keys.map(k=>k.kid).join(" ")')" "$NEW_KID $OLD_KID"
+authorize "$TMP/jar-bob" "$SIGNIN_QUERY" || die "bob again"
+exchange "$CB" "$TMP/b4.json" >/dev/null
+expect "new tokens use the new kid" "$(jwt_part 0 "$(json d.id_token <"$TMP/b4.json")" | json d.kid)" "$NEW_KID"
+verify_jwt "$(json d.id_token <"$TMP/b4.json")" "$ISSUER/jwks" || die "new key verifies"
+NEWER=$(curl -sf -X POST "$BASE/__dev/rotate-keys?drop_old=1" | json d.current)
+expect "drop_old leaves one key" "$(curl -sf "$ISSUER/jwks" | json 'd.keys.map(k=>k.kid).join(" ")')" "$NEWER"
+
+echo "== failure injection, stats"
+curl -sf -X POST "$BASE/__dev/fail?endpoint=token&mode=500&count=1" >/dev/null
+RTB=$(json d.refresh_token <"$TMP/b4.json")
+expect "injected 500" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RTB")" 500
+expect "then normal again" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RTB")" 200
+curl -sf -X POST "$BASE/__dev/fail?endpoint=jwks&mode=garbage&count=2" >/dev/null
+curl -s "$ISSUER/jwks" | json d >/dev/null 2>&1 && die "garbage JWKS is not JSON"
+ok "injected garbage"
+curl -sf -X POST "$BASE/__dev/fail?endpoint=discovery&mode=slow&delay_ms=1200" >/dev/null
+expect_match "injected slowness" "$(curl -s -o /dev/null -w '%{time_total}' "$ISSUER/.well-known/openid-configuration")" '^[1-9]'
+curl -sf "$BASE/__dev/stats" >"$TMP/stats.json"
+expect "stats" "$(json '[d.authorization_code_grants, d.refresh_token_grants, d.refresh_token_grants_by_resource["https://api.example.com"], d.organization_token_grants, d.invalid_grants, d.revocations, d.end_sessions, d.backchannel_logouts_sent, d.userinfo_requests].join(" ")' <"$TMP/stats.json")" \
+	"7 9 3 4 5 1 1 2 1"
+curl -sf -X POST "$BASE/__dev/reset" >/dev/null
+expect "reset" "$(curl -sf "$BASE/__dev/stats" | json 'd.authorization_code_grants + d.refresh_token_grants')$(curl -sf "$BASE/__dev/requests" | json 'd.length')" 00
+stop_idp
+
+echo "== second instance (env client, RS256, DEVIDP_ROTATE=logto, short TTLs, no extended claims)"
+start_idp idp2 DEVIDP_CLIENT_ID=$APP DEVIDP_CLIENT_SECRET=$SECRET DEVIDP_REDIRECT_URIS="$REDIRECT_URI http://localhost:9/other" \
+	DEVIDP_POST_LOGOUT_REDIRECT_URIS="$POST_LOGOUT" DEVIDP_ALG=RS256 DEVIDP_ROTATE=logto DEVIDP_REFRESH_TOKEN_TTL=10 \
+	DEVIDP_ID_TOKEN_TTL=2 DEVIDP_ACCESS_TOKEN_TTL=5 DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=0
+ISSUER="$BASE/oidc"
+expect "RS256 discovery" "$(curl -sf "$ISSUER/.well-known/openid-configuration" | json 'd.id_token_signing_alg_values_supported.join()')" RS256
+authorize "$TMP/jar2" "$SIGNIN_QUERY" alice || die "sign-in with env client"
+expect "code exchange" "$(exchange "$CB" "$TMP/e1.json")" 200
+IDT=$(json d.id_token <"$TMP/e1.json")
+verify_jwt "$IDT" "$ISSUER/jwks" || die "RS256 ID token signature"
+expect "no extended claims in ID token, no sid" "$(jwt_part 1 "$IDT" | json '[d.roles,d.organizations,d.sid,d.name,d.exp-d.iat].join("|")')" "|||Alice Park|2"
+expect "userinfo still has them" "$(curl -sf -H "Authorization: Bearer $(json d.access_token <"$TMP/e1.json")" "$ISSUER/me" | json 'd.roles.join()+" "+d.organizations.length')" "admin 2"
+RT=$(json d.refresh_token <"$TMP/e1.json")
+token "$TMP/e2.json" grant_type=refresh_token "refresh_token=$RT" resource=https://api.example.com >/dev/null
+expect "logto rotation: same token before 70 %" "$(json d.refresh_token <"$TMP/e2.json")" "$RT"
+expect "access token TTL" "$(json d.expires_in <"$TMP/e2.json")" 5
+sleep 7.2
+token "$TMP/e3.json" grant_type=refresh_token "refresh_token=$RT" >/dev/null
+RT2=$(json d.refresh_token <"$TMP/e3.json")
+[ -n "$RT2" ] && [ "$RT2" != "$RT" ] || die "logto rotation: rotated after 70 %"
+ok "logto rotation: rotated after 70 %"
+status=$(curl -s -o "$TMP/logout2.html" -c "$TMP/jar2" -b "$TMP/jar2" -w '%{http_code}' "$ISSUER/session/end?post_logout_redirect_uri=$(urlenc "$POST_LOGOUT")&id_token_hint=$IDT")
+expect "expired id_token_hint accepted" "$status" 200
+XSRF=$(sed -n 's/.*name="xsrf" value="\([^"]*\)".*/\1/p' "$TMP/logout2.html")
+read -r status loc < <(curl -s -o /dev/null -c "$TMP/jar2" -b "$TMP/jar2" -w '%{http_code} %{redirect_url}\n' -d "xsrf=$XSRF" -d logout=yes "$ISSUER/session/end/confirm")
+expect "  redirects to post_logout_redirect_uri" "$status $loc" "303 $POST_LOGOUT"
+authorize "$TMP/jar2" "$SIGNIN_QUERY" alice || die "sign-in again"
+curl -s -c "$TMP/jar2" -b "$TMP/jar2" -o "$TMP/logout3.html" "$ISSUER/session/end?post_logout_redirect_uri=$(urlenc "$POST_LOGOUT")"
+XSRF=$(sed -n 's/.*name="xsrf" value="\([^"]*\)".*/\1/p' "$TMP/logout3.html")
+read -r status loc < <(curl -s -o /dev/null -c "$TMP/jar2" -b "$TMP/jar2" -w '%{http_code} %{redirect_url}\n' -d "xsrf=$XSRF" -d logout=yes "$ISSUER/session/end/confirm")
+expect "without client_id or hint: IdP's own success page" "$status $loc" "303 $ISSUER/session/end/success"
+stop_idp
+
+echo "== 20 starts in a row"
+for i in $(seq 1 20); do
+	start=$(date +%s%N)
+	start_idp "idp-start-$i"
+	curl -sf "$BASE/oidc/.well-known/openid-configuration" >/dev/null || die "start $i: discovery"
+	stop_idp
+	ms=$(( ($(date +%s%N) - start) / 1000000 ))
+	[ "$ms" -lt 5000 ] || die "start $i took ${ms} ms"
+done
+ok "20 starts, each under 5 s"
+
+echo "$PASS passed, 0 failed"
