@@ -657,14 +657,19 @@ func (idp *fakeIdP) sign(claims map[string]any) string {
 	return signJWT(map[string]any{"alg": "ES384", "typ": "JWT", "kid": idp.kid}, claims, es384Signer(idp.key))
 }
 
+// logoutClaims are the claims of a genuine back-channel logout token for
+// sub.
+func (idp *fakeIdP) logoutClaims(sub string) map[string]any {
+	return map[string]any{
+		"iss": idp.issuer, "aud": idp.appID, "sub": sub, "iat": idp.now().Unix(), "jti": randomString(12),
+		"events": map[string]any{backchannelEvent: map[string]any{}},
+	}
+}
+
 // logoutToken is a genuine back-channel logout token for sub, changed by
 // edit (which may delete claims).
 func (idp *fakeIdP) logoutToken(sub string, edit func(map[string]any)) string {
-	now := idp.now().Unix()
-	claims := map[string]any{
-		"iss": idp.issuer, "aud": idp.appID, "sub": sub, "iat": now, "jti": randomString(12),
-		"events": map[string]any{backchannelEvent: map[string]any{}},
-	}
+	claims := idp.logoutClaims(sub)
 	if edit != nil {
 		edit(claims)
 	}

@@ -1,0 +1,163 @@
+package logto
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// postLogout delivers a logout token as Logto does: a form POST.
+func (hx *harness) postLogout(token string) *result {
+	body := url.Values{"logout_token": {token}}.Encode()
+	return hx.serveBody(http.MethodPost, "/logto/backchannel-logout", strings.NewReader(body), nil,
+		withHeader("Content-Type", "application/x-www-form-urlencoded"))
+}
+
+func mustAccept(t *testing.T, res *result) {
+	t.Helper()
+	if res.err != nil || res.rec.Code != http.StatusOK {
+		t.Fatalf("logout token refused: err=%v code=%d", res.err, res.rec.Code)
+	}
+	if cc := res.rec.Header().Get("Cache-Control"); !strings.Contains(cc, "no-store") {
+		t.Errorf("Cache-Control %q", cc)
+	}
+}
+
+// TestBackchannelLogoutBySub: a logout token naming a user ends every
+// session of that user that exists, and only those: other users stay, and
+// the user can sign in again.
+func TestBackchannelLogoutBySub(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	hx.idp.addUser("user-2", map[string]any{"name": "Grace"})
+	laptop, phone := hx.signedIn(), hx.signedIn()
+	other := newBrowser()
+	hx.signIn(other, "/", "user-2")
+
+	mustAccept(t, hx.postLogout(hx.idp.logoutToken("user-1", nil)))
+	hx.mustBeSignedOut(t, laptop)
+	hx.mustBeSignedOut(t, phone)
+	mustPass(t, hx.serve(http.MethodGet, "/", other, fetchAPI()), "user-2")
+
+	hx.clock.Advance(2 * time.Second)
+	again := hx.signedIn()
+	mustPass(t, hx.serve(http.MethodGet, "/", again, fetchAPI()), "user-1")
+}
+
+// TestBackchannelLogoutBySID: with "session required" Logto names its
+// session (sid); only the sessions bound to it end.
+func TestBackchannelLogoutBySID(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	setSID := func(sid string) {
+		hx.idp.mu.Lock()
+		hx.idp.users["user-1"]["sid"] = sid
+		hx.idp.mu.Unlock()
+	}
+	setSID("logto-session-1")
+	first := hx.signedIn()
+	setSID("logto-session-2")
+	second := hx.signedIn()
+	mustAccept(t, hx.postLogout(hx.idp.logoutToken("", func(c map[string]any) {
+		delete(c, "sub")
+		c["sid"] = "logto-session-1"
+	})))
+	hx.mustBeSignedOut(t, first)
+	mustPass(t, hx.serve(http.MethodGet, "/", second, fetchAPI()), "user-1")
+}
+
+// TestBackchannelLogoutRejectsHostileTokens: the endpoint is reachable by
+// anyone, so every logout token that is not genuinely Logto's, for this
+// application, fresh and for logout, is refused and ends nothing
+// (otherwise anyone could sign any user out).
+func TestBackchannelLogoutRejectsHostileTokens(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	idp := hx.idp
+	b := hx.signedIn()
+	edit := func(f func(map[string]any)) string { return idp.logoutToken("user-1", f) }
+	for _, c := range []struct {
+		name, attack, token string
+	}{
+		{"forged signature", "a token signed with the attacker's key under Logto's kid",
+			tokenSignedByUnknownKey(idp.kid)(idp.logoutClaims("user-1"))},
+		{"unknown key", "a token signed with an unknown kid",
+			tokenSignedByUnknownKey("attacker")(idp.logoutClaims("user-1"))},
+		{"alg none", "an unsigned token", tokenAlgNone(idp.logoutClaims("user-1"))},
+		{"HS256", "algorithm confusion with the client secret", idp.tokenHS256(idp.logoutClaims("user-1"))},
+		{"wrong aud", "a logout meant for another application",
+			edit(func(c map[string]any) { c["aud"] = "another-app" })},
+		{"wrong iss", "a logout from another tenant",
+			edit(func(c map[string]any) { c["iss"] = "https://evil.example/oidc" })},
+		{"missing events", "an ID token (or other JWT) passed off as a logout token",
+			edit(func(c map[string]any) { delete(c, "events") })},
+		{"other event", "a token for another event",
+			edit(func(c map[string]any) { c["events"] = map[string]any{"http://schemas.openid.net/event/other": map[string]any{}} })},
+		{"with nonce", "an ID token passed off as a logout token",
+			edit(func(c map[string]any) { c["nonce"] = "n" })},
+		{"iat too old", "an old logout token replayed",
+			edit(func(c map[string]any) { c["iat"] = idp.now().Add(-10 * time.Minute).Unix() })},
+		{"iat in the future", "a token minted to stay valid",
+			edit(func(c map[string]any) { c["iat"] = idp.now().Add(10 * time.Minute).Unix() })},
+		{"no iat", "a token without age",
+			edit(func(c map[string]any) { delete(c, "iat") })},
+		{"no jti", "a token that cannot be checked for replay",
+			edit(func(c map[string]any) { delete(c, "jti") })},
+		{"neither sub nor sid", "a token naming nobody",
+			edit(func(c map[string]any) { delete(c, "sub") })},
+		{"not a JWT", "garbage", "not-a-token"},
+		{"empty", "no token", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res := hx.postLogout(c.token)
+			res.mustHandlerError(t, http.StatusBadRequest)
+			if leaked := res.err.Error(); strings.Contains(leaked, c.token) && c.token != "" {
+				t.Errorf("error echoes the token")
+			}
+			mustPass(t, hx.serve(http.MethodGet, "/", b.clone(), fetchAPI()), "user-1")
+		})
+	}
+}
+
+// TestBackchannelLogoutReplay: a logout token is good once (by jti); a
+// replay, after the user signed in again, must not sign them out again.
+func TestBackchannelLogoutReplay(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	hx.signedIn()
+	token := hx.idp.logoutToken("user-1", nil)
+	mustAccept(t, hx.postLogout(token))
+	hx.clock.Advance(2 * time.Second)
+	b := hx.signedIn()
+	hx.postLogout(token).mustHandlerError(t, http.StatusBadRequest)
+	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1")
+}
+
+// TestBackchannelLogoutRequest: only a form POST of bounded size is read.
+func TestBackchannelLogoutRequest(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	b := hx.signedIn()
+	token := hx.idp.logoutToken("user-1", nil)
+
+	res := hx.serve(http.MethodGet, "/logto/backchannel-logout?logout_token="+url.QueryEscape(token), nil)
+	res.mustHandlerError(t, http.StatusMethodNotAllowed)
+	if res.rec.Header().Get("Allow") != http.MethodPost {
+		t.Errorf("Allow %q", res.rec.Header().Get("Allow"))
+	}
+
+	huge := "logout_token=" + url.QueryEscape(token) + "&pad=" + strings.Repeat("a", 1<<20)
+	res = hx.serveBody(http.MethodPost, "/logto/backchannel-logout", strings.NewReader(huge), nil,
+		withHeader("Content-Type", "application/x-www-form-urlencoded"))
+	if st := res.status(); st != http.StatusBadRequest && st != http.StatusRequestEntityTooLarge {
+		t.Errorf("huge body: %d", st)
+	}
+
+	res = hx.serveBody(http.MethodPost, "/logto/backchannel-logout", strings.NewReader(`{"logout_token":"`+token+`"}`), nil,
+		withHeader("Content-Type", "application/json"))
+	res.mustHandlerError(t, http.StatusBadRequest)
+
+	// The token in the query string of a POST is not the form.
+	res = hx.serveBody(http.MethodPost, "/logto/backchannel-logout?logout_token="+url.QueryEscape(token), strings.NewReader(""), nil,
+		withHeader("Content-Type", "application/x-www-form-urlencoded"))
+	res.mustHandlerError(t, http.StatusBadRequest)
+
+	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1")
+}
