@@ -91,7 +91,9 @@ func TestBackchannelLogoutRejectsHostileTokens(t *testing.T) {
 		{"missing events", "an ID token (or other JWT) passed off as a logout token",
 			edit(func(c map[string]any) { delete(c, "events") })},
 		{"other event", "a token for another event",
-			edit(func(c map[string]any) { c["events"] = map[string]any{"http://schemas.openid.net/event/other": map[string]any{}} })},
+			edit(func(c map[string]any) {
+				c["events"] = map[string]any{"http://schemas.openid.net/event/other": map[string]any{}}
+			})},
 		{"with nonce", "an ID token passed off as a logout token",
 			edit(func(c map[string]any) { c["nonce"] = "n" })},
 		{"iat too old", "an old logout token replayed",
