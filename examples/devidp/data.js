@@ -146,11 +146,11 @@ export function seedUsers(base) {
     createdAt: CREATED,
     updatedAt: UPDATED,
   });
-  // Signs in only through the stand-in Kakao page; social users in Logto
-  // usually have no username or password.
+  // Signs in only through the stand-in Kakao page (no password). Social
+  // users in Logto often have no username; this one keeps one so tests can
+  // find it in /__dev/users.
   addUser({
-    id: logtoId('user:kakao_user'),
-    username: null,
+    username: 'kakao_user',
     name: 'Kakao User',
     picture: `${base}/avatars/kakao.svg`,
     identities: { kakao: { userId: '3141592653', details: { id: '3141592653', name: 'Kakao User' } } },

@@ -28,13 +28,14 @@
  * Demo users (password = username): alice (role admin; acme admin, globex
  * member; custom_data {plan:"pro"}), bob (viewer; acme member; picture null),
  * carol (nothing), many (member of org-01..org-50); kakao_user signs in
- * through the stand-in Kakao page. Ids: GET /__dev/users, /__dev/organizations.
+ * through the stand-in Kakao page only. Ids (fixed): README.md,
+ * GET /__dev/users, GET /__dev/organizations (by slug), GET /__dev/resources.
  *
  * Test hooks (JSON): POST /__dev/clients, GET /__dev/clients,
  * POST /__dev/rotate-keys[?drop_old=1], GET /__dev/requests, GET /__dev/stats,
  * POST /__dev/reset, POST /__dev/fail?endpoint=token|jwks|discovery|userinfo|
  * revocation|end_session&mode=500|garbage|slow&count=N[&delay_ms=5000],
- * POST /__dev/logout?sub=<user id>, GET /__dev/backchannel.
+ * POST /__dev/logout?sub=<user id>[&keep_tokens=1], GET /__dev/backchannel.
  */
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';

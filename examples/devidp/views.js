@@ -116,7 +116,7 @@ ${error ? `<p class="error" role="alert">${esc(error)}</p>` : ''}
 <input id="password" name="password" type="password" required>
 <button class="primary" type="submit">Create account</button>
 </form>
-<div class="links">Have an account? <a href="/interaction/${esc(uid)}">Sign in</a></div>
+<div class="links">Have an account? <a href="/interaction/${esc(uid)}/login">Sign in</a></div>
 ${paramsPanel(params)}`);
 }
 
@@ -127,7 +127,7 @@ export function kakaoPage({ uid, params }) {
 <form method="post" action="/interaction/${esc(uid)}/kakao">
 <button class="kakao" type="submit">Continue</button>
 </form>
-<div class="links"><a href="/interaction/${esc(uid)}">Back to sign in</a></div>
+<div class="links"><a href="/interaction/${esc(uid)}/login">Back to sign in</a></div>
 ${paramsPanel(params)}`);
 }
 
