@@ -163,3 +163,19 @@ func TestBackchannelLogoutRequest(t *testing.T) {
 
 	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1")
 }
+
+// TestBackchannelLogoutReachesOtherInstances: Logto calls one instance;
+// the logout list in Caddy's storage ends the session on every instance
+// sharing it.
+func TestBackchannelLogoutReachesOtherInstances(t *testing.T) {
+	idp := newFakeIdP(t)
+	secret := randomString(24)
+	a := newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret} })
+	other := newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret} })
+	other.h.client = freshClient(t, other.h)
+	b := a.signedIn()
+	mustPass(t, other.serve(http.MethodGet, "/", b.clone(), fetchAPI()), "user-1")
+	mustAccept(t, a.postLogout(idp.logoutToken("user-1", nil)))
+	waitFor(t, "the other instance to load the logout", func() bool { return !other.h.client.revoked.set.Load().empty() })
+	other.mustBeSignedOut(t, b)
+}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSignOut: sign-out clears every module cookie, revokes the refresh
@@ -203,4 +204,24 @@ func TestUserEndpoint(t *testing.T) {
 			t.Error("/logto/user shows a token or code")
 		}
 	}
+}
+
+// TestSignOutRevokesNewestRefreshToken: signing out from a tab holding the
+// pre-rotation cookie revokes the refresh token Logto considers current,
+// not the dead one (which would leave the grant alive at Logto).
+func TestSignOutRevokesNewestRefreshToken(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.rotate = true
+	hx := newHarness(t, idp, nil)
+	b := hx.signedIn()
+	old := b.clone()
+	hx.clock.Advance(time.Hour)
+	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1")
+	newest := hx.h.readSession(mustRequest(b), &hx.h.cookie.secure).s.Refresh
+	hx.serve(http.MethodGet, "/logto/sign-out", old)
+	revs := idp.revocations()
+	if len(revs) != 1 || revs[0].Get("token") != newest {
+		t.Fatalf("revoked %v, want the newest refresh token", revs)
+	}
+	hx.mustBeSignedOut(t, b)
 }

@@ -340,3 +340,41 @@ func TestTokensLogNoSecrets(t *testing.T) {
 		t.Errorf("secrets in the logs:\n%s", strings.Join(leaks, "\n"))
 	}
 }
+
+// TestRotationHandoffAcrossInstances: two instances share Caddy's storage
+// (a cluster behind a load balancer). When one rotates the refresh token,
+// the other, still handed the pre-rotation cookie, adopts the new state
+// instead of presenting the old token, which would make Logto revoke the
+// whole grant.
+func TestRotationHandoffAcrossInstances(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.rotate = true
+	secret := randomString(24)
+	a := newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret} })
+	bInst := newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret} })
+	bInst.h.client = freshClient(t, bInst.h)
+
+	br := a.signedIn()
+	old := br.clone()
+	a.clock.Advance(time.Hour)
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	res := bInst.serve(http.MethodGet, "/", old.clone(), fetchAPI())
+	mustPass(t, res, "user-1")
+	if n := idp.refreshGrants.Load(); n != 1 {
+		t.Errorf("refresh grants = %d, want 1 (the second instance adopts the rotation)", n)
+	}
+	if !res.newSession(t) {
+		t.Error("the second instance did not hand out the rotated session")
+	}
+
+	// An hour later the second instance rotates; the first adopts that.
+	a.clock.Advance(time.Hour)
+	mustPass(t, bInst.serve(http.MethodGet, "/", old.clone(), fetchAPI()), "user-1")
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	if n := idp.refreshGrants.Load(); n != 2 {
+		t.Errorf("refresh grants = %d, want 2", n)
+	}
+	if r := idp.tokenRefusals(); len(r) != 0 {
+		t.Fatalf("Logto refused (a rotated token presented again?): %v", r)
+	}
+}
