@@ -150,16 +150,6 @@ type requestAuth struct {
 	token string
 }
 
-func (ra *requestAuth) placeholder(key string) (any, bool) {
-	switch key {
-	case "http.auth.logto.access_token":
-		return ra.token, true
-	case "http.auth.logto.organization_id":
-		return ra.org, true
-	}
-	return ra.u.placeholder(key)
-}
-
 // authorize resolves the route's organization, obtains its access token and
 // checks the rules. A signed-in user who fails gets 403, never a redirect
 // (which would loop back here).

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,7 +39,7 @@ const (
 type revocation struct {
 	Kind  revokeKind `json:"kind"`
 	Value string     `json:"value"`
-	At    int64      `json:"at"`    // sessions created at or before this are ended
+	At    int64      `json:"at"`    // unix ms; sessions created at or before this are ended
 	Until int64      `json:"until"` // after this no session it names can exist
 }
 
@@ -179,18 +180,24 @@ func (rv *revocations) load() {
 	rv.sweepHandoffs(ctx, st)
 }
 
-// sweepHandoffs deletes rotation handoff records past their use.
+// sweepHandoffs deletes rotation handoff and logout token id records past
+// their use.
 func (rv *revocations) sweepHandoffs(ctx context.Context, st certmagic.Storage) {
 	rv.mu.Lock()
-	dir := rv.base + "/rotated"
+	base := rv.base
 	rv.mu.Unlock()
-	keys, err := st.List(ctx, dir, false)
-	if err != nil {
-		return
-	}
-	for _, k := range keys {
-		if info, err := st.Stat(ctx, k); err == nil && time.Since(info.Modified) > handoffTTL {
-			_ = st.Delete(ctx, k)
+	for dir, ttl := range map[string]time.Duration{
+		base + "/rotated":    handoffTTL,
+		base + "/logout-jti": maxLogoutTokenAge + 2*time.Minute,
+	} {
+		keys, err := st.List(ctx, dir, false)
+		if err != nil {
+			continue
+		}
+		for _, k := range keys {
+			if info, err := st.Stat(ctx, k); err == nil && time.Since(info.Modified) > ttl {
+				_ = st.Delete(ctx, k)
+			}
 		}
 	}
 }
@@ -237,7 +244,7 @@ func (rv *revocations) add(ctx context.Context, kind revokeKind, value string, u
 	if value == "" {
 		return
 	}
-	e := revocation{Kind: kind, Value: value, At: time.Now().Unix(), Until: until}
+	e := revocation{Kind: kind, Value: value, At: time.Now().UnixMilli(), Until: until}
 	rv.merge(e)
 	rv.mu.Lock()
 	st, prefix := rv.storage, rv.prefix
@@ -280,10 +287,12 @@ func (rv *revocations) has(u *user) bool {
 	return false
 }
 
-// seenJTI records a logout token id and reports whether it was seen before.
-func (rv *revocations) seenJTI(jti string, until int64) bool {
+// seenJTI records a logout token id and reports whether it was seen
+// before, here or (through storage) by another instance: a logout token
+// replayed to another instance of the cluster must not end the sessions the
+// user started since.
+func (rv *revocations) seenJTI(ctx context.Context, jti string, until int64) bool {
 	rv.mu.Lock()
-	defer rv.mu.Unlock()
 	now := time.Now().Unix()
 	for k, exp := range rv.jtis {
 		if exp < now {
@@ -291,9 +300,25 @@ func (rv *revocations) seenJTI(jti string, until int64) bool {
 		}
 	}
 	if _, ok := rv.jtis[jti]; ok {
+		rv.mu.Unlock()
 		return true
 	}
 	rv.jtis[jti] = until
+	st, base := rv.storage, rv.base
+	rv.mu.Unlock()
+	if st == nil {
+		return false
+	}
+	sum := sha256.Sum256([]byte("jti\x00" + jti))
+	key := base + "/logout-jti/" + hex.EncodeToString(sum[:16])
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if st.Exists(ctx, key) {
+		return true
+	}
+	if err := st.Store(ctx, key, []byte(strconv.FormatInt(until, 10))); err != nil {
+		rv.logger.Warn("cannot record a logout token id in storage; other instances could accept a replay", errField(err))
+	}
 	return false
 }
 
@@ -343,11 +368,11 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) erro
 	case claims.IAT == 0 || now.Sub(time.Unix(claims.IAT, 0)) > maxLogoutTokenAge || time.Unix(claims.IAT, 0).Sub(now) > clockSkew:
 		return h.badLogout("iat is missing or out of range")
 	}
-	if h.client.revoked.seenJTI(claims.JTI, claims.IAT+int64(maxLogoutTokenAge/time.Second)+60) {
+	ctx := context.WithoutCancel(r.Context())
+	if h.client.revoked.seenJTI(ctx, claims.JTI, claims.IAT+int64(maxLogoutTokenAge/time.Second)+60) {
 		return h.badLogout("replayed")
 	}
 	until := now.Unix() + int64(time.Duration(h.SessionLifetime).Seconds())
-	ctx := context.WithoutCancel(r.Context())
 	if claims.SID != "" {
 		h.client.revoked.add(ctx, revokeSID, claims.SID, until)
 	}

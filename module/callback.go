@@ -101,7 +101,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 		ID:      randomString(16),
 		IDToken: tr.IDToken,
 		Refresh: tr.RefreshToken,
-		Created: now,
+		Created: h.client.now().UnixMilli(),
 		Seen:    now,
 		Expires: now + int64(time.Duration(h.SessionLifetime).Seconds()),
 	}

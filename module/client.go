@@ -51,6 +51,7 @@ type client struct {
 	logger   *zap.Logger
 	now      func() time.Time
 	poolKey  string
+	varKey   string // request variable handing the user between handlers
 }
 
 func acquireClient(ctx caddy.Context, cfg clientConfig, poll time.Duration, logger *zap.Logger) (*client, error) {
@@ -91,6 +92,7 @@ func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
 	}
 	c.revoked = newRevocations(logger)
 	c.poolKey = cfg.key()
+	c.varKey = "logto.user." + c.poolKey[:12]
 	return c, nil
 }
 

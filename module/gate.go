@@ -76,7 +76,17 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	r.Header.Del("Logto-ID-Token")
 
 	cs := h.cookiesFor(r)
-	u := h.currentUser(w, r, cs)
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	// An earlier logto handler of the same application may have found the
+	// user already (a site-wide block and a stricter one for /admin): it has
+	// removed the cookies, so take the user it found.
+	u, _ := caddyhttp.GetVar(r.Context(), h.client.varKey).(*user)
+	if u == nil {
+		if u = h.currentUser(w, r, cs); u != nil {
+			caddyhttp.SetVar(r.Context(), h.client.varKey, u)
+			repl.Map(u.placeholder)
+		}
+	}
 	// Our cookies are ours: never forwarded to the handlers that follow.
 	stripCookies(r.Header, h.cookie.secure.prefix)
 	stripCookies(r.Header, h.cookie.plain.prefix)
@@ -88,15 +98,19 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		return h.unauthenticated(w, r, cs)
 	}
 
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if h.needsRequestAuth() {
 		ra, err := h.authorize(w, r, repl, cs, u)
 		if err != nil {
 			return err
 		}
-		repl.Map(ra.placeholder)
-	} else {
-		repl.Map(u.placeholder)
+		// Set, not mapped: a later, more specific logto handler's token
+		// replaces this one's.
+		if ra.token != "" {
+			repl.Set("http.auth.logto.access_token", ra.token)
+		}
+		if ra.org != "" {
+			repl.Set("http.auth.logto.organization_id", ra.org)
+		}
 	}
 	for _, f := range h.headerUp {
 		if v := repl.ReplaceAll(f.value, ""); v != "" {
@@ -177,7 +191,7 @@ func (h *Handler) sessionValid(u *user, now int64) bool {
 		return false
 	}
 	// A session older than the configured lifetime allows (config shrank).
-	if now-u.s.Created > int64(time.Duration(h.SessionLifetime).Seconds()) {
+	if now-u.s.Created/1000 > int64(time.Duration(h.SessionLifetime).Seconds()) {
 		return false
 	}
 	return !h.client.revoked.has(u)
@@ -260,6 +274,10 @@ func (u *user) placeholder(key string) (any, bool) {
 }
 
 func errField(err error) zap.Field { return zap.Error(err) }
+
+// String is what {http.vars.*} shows of the user handed between handlers:
+// the user id, never tokens.
+func (u *user) String() string { return u.sub }
 
 // headerField is a request header set for the handlers that follow.
 type headerField struct{ name, value string }

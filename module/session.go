@@ -20,7 +20,7 @@ type session struct {
 	Refresh   string `json:"r,omitempty"`  // refresh token
 	Access    string `json:"a,omitempty"`  // opaque access token (for userinfo)
 	AccessExp int64  `json:"ae,omitempty"` // its expiry, unix seconds
-	Created   int64  `json:"c"`            // sign-in time, unix seconds
+	Created   int64  `json:"c"`            // sign-in time, unix milliseconds (ordered against logouts)
 	Seen      int64  `json:"s,omitempty"`  // last activity, unix seconds (idle timeout)
 	Expires   int64  `json:"e"`            // absolute end, unix seconds
 	Gen       int    `json:"g,omitempty"`  // bumped by every refresh, so newer state wins
