@@ -79,7 +79,7 @@ func TestBackchannelLogoutRejectsHostileTokens(t *testing.T) {
 		name, attack, token string
 	}{
 		{"forged signature", "a token signed with the attacker's key under Logto's kid",
-			tokenSignedByUnknownKey(idp.kid)(idp.logoutClaims("user-1"))},
+			tokenSignedByUnknownKey(idp.kid())(idp.logoutClaims("user-1"))},
 		{"unknown key", "a token signed with an unknown kid",
 			tokenSignedByUnknownKey("attacker")(idp.logoutClaims("user-1"))},
 		{"alg none", "an unsigned token", tokenAlgNone(idp.logoutClaims("user-1"))},

@@ -411,7 +411,7 @@ func TestCallbackRejectsBadIDTokens(t *testing.T) {
 		{"unknown key", "a token signed with the attacker's key under an unknown kid",
 			tokenSignedByUnknownKey("attacker-kid")},
 		{"unknown key, tenant's kid", "a token signed with the attacker's key under the tenant's kid",
-			tokenSignedByUnknownKey(idp.kid)},
+			tokenSignedByUnknownKey(idp.kid())},
 		{"alg none", "an unsigned token", tokenAlgNone},
 		{"HS256", "algorithm confusion: HMAC keyed with the client secret", idp.tokenHS256},
 		{"garbage", "not a JWT at all", func(map[string]any) string { return "not.a.jwt" }},
@@ -504,5 +504,32 @@ func TestManyTabsSignIn(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestSigningKeyRotation: Logto's keys rotate; an ID token under a kid the
+// cached JWKS does not have makes the module fetch the JWKS again, and
+// sessions signed in under the old key carry on.
+func TestSigningKeyRotation(t *testing.T) {
+	for _, dropOld := range []bool{false, true} {
+		t.Run(map[bool]string{false: "old key kept", true: "old key dropped"}[dropOld], func(t *testing.T) {
+			hx := newHarness(t, nil, nil)
+			before := hx.signedIn()
+			fetches := hx.idp.jwksHits.Load()
+			hx.idp.rotateKey(dropOld)
+			after := hx.signedIn()
+			if hx.idp.jwksHits.Load() == fetches {
+				t.Error("JWKS not fetched again for the new kid")
+			}
+			mustPass(t, hx.serve(http.MethodGet, "/", before, fetchAPI()), "user-1")
+			mustPass(t, hx.serve(http.MethodGet, "/", after, fetchAPI()), "user-1")
+			// A refresh returns a token under the new key.
+			hx.clock.Advance(time.Hour)
+			res := hx.serve(http.MethodGet, "/", before, fetchAPI())
+			mustPass(t, res, "user-1")
+			if !res.newSession(t) {
+				t.Error("refreshed ID token under the new key was not taken")
+			}
+		})
 	}
 }

@@ -91,8 +91,7 @@ type fakeIdP struct {
 	issuer    string
 	appID     string
 	appSecret string
-	key       *ecdsa.PrivateKey
-	kid       string
+	keys      atomic.Pointer[[]idpKey] // signing key first; the JWKS has all
 	clock     *testClock
 
 	// knobs
@@ -104,6 +103,7 @@ type fakeIdP struct {
 	slowDelay    time.Duration // how long idpSlow waits
 	failMode     atomic.Int32  // idpOK, idp500, ...
 	down         atomic.Bool   // every endpoint answers 503
+	requests     atomic.Int64  // every request, answered or not
 	// permissions a resource (or "urn:logto:organization:<id>") grants the
 	// user; a token carries those that were also asked for at sign-in.
 	permissions map[string][]string
@@ -149,8 +149,6 @@ func newFakeIdP(t testing.TB) *fakeIdP {
 		t:            t,
 		appID:        fmt.Sprintf("app-%d-%s", n, truncate(name, 40)),
 		appSecret:    "secret-" + randomString(18),
-		key:          key,
-		kid:          "kid-" + randomString(6),
 		clock:        newTestClock(),
 		idTTL:        time.Hour,
 		issSupported: true,
@@ -162,6 +160,7 @@ func newFakeIdP(t testing.TB) *fakeIdP {
 		refresh:      map[string]*fakeRefresh{},
 		access:       map[string]*fakeGrant{},
 	}
+	idp.keys.Store(&[]idpKey{{key: key, kid: "kid-" + randomString(6)}})
 	idp.addUser("user-1", map[string]any{
 		"name":               "Ada Lovelace",
 		"username":           "ada",
@@ -181,6 +180,7 @@ func newFakeIdP(t testing.TB) *fakeIdP {
 	mux.HandleFunc("POST /oidc/token/revocation", idp.serveRevocation)
 	mux.HandleFunc("GET /oidc/session/end", idp.serveEndSession)
 	idp.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		idp.requests.Add(1)
 		if idp.down.Load() {
 			http.Error(w, "<html>502 Bad Gateway</html>", http.StatusServiceUnavailable)
 			return
@@ -332,7 +332,11 @@ func (idp *fakeIdP) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 
 func (idp *fakeIdP) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	idp.jwksHits.Add(1)
-	writeJSON(w, http.StatusOK, map[string]any{"keys": []any{ecJWK(&idp.key.PublicKey, idp.kid)}})
+	var keys []any
+	for _, k := range *idp.keys.Load() {
+		keys = append(keys, ecJWK(&k.key.PublicKey, k.kid))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"keys": keys})
 }
 
 func ecJWK(pub *ecdsa.PublicKey, kid string) map[string]any {
@@ -577,7 +581,7 @@ func (idp *fakeIdP) redeemRefresh(w http.ResponseWriter, r *http.Request) {
 			claims["organization_id"] = org
 		}
 		idp.mu.Lock()
-		resp["access_token"] = idp.remember(signJWT(map[string]any{"alg": "ES384", "typ": "at+jwt", "kid": idp.kid}, claims, es384Signer(idp.key)))
+		resp["access_token"] = idp.remember(signJWT(map[string]any{"alg": "ES384", "typ": "at+jwt", "kid": idp.kid()}, claims, es384Signer(idp.signingKey())))
 		idp.mu.Unlock()
 		resp["scope"] = strings.Join(scope, " ")
 	}
@@ -654,7 +658,7 @@ func (idp *fakeIdP) serveEndSession(w http.ResponseWriter, r *http.Request) {
 
 // sign makes a compact JWS with the tenant's ES384 key.
 func (idp *fakeIdP) sign(claims map[string]any) string {
-	return signJWT(map[string]any{"alg": "ES384", "typ": "JWT", "kid": idp.kid}, claims, es384Signer(idp.key))
+	return signJWT(map[string]any{"alg": "ES384", "typ": "JWT", "kid": idp.kid()}, claims, es384Signer(idp.signingKey()))
 }
 
 // logoutClaims are the claims of a genuine back-channel logout token for
@@ -674,6 +678,28 @@ func (idp *fakeIdP) logoutToken(sub string, edit func(map[string]any)) string {
 		edit(claims)
 	}
 	return idp.sign(claims)
+}
+
+type idpKey struct {
+	key *ecdsa.PrivateKey
+	kid string
+}
+
+func (idp *fakeIdP) kid() string                   { return (*idp.keys.Load())[0].kid }
+func (idp *fakeIdP) signingKey() *ecdsa.PrivateKey { return (*idp.keys.Load())[0].key }
+
+// rotateKey makes a new signing key, keeping the previous one in the JWKS
+// (as Logto does when keys are rotated in Console) unless dropOld.
+func (idp *fakeIdP) rotateKey(dropOld bool) {
+	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	keys := []idpKey{{key: key, kid: "kid-" + randomString(6)}}
+	if !dropOld {
+		keys = append(keys, *idp.keys.Load()...)
+	}
+	idp.keys.Store(&keys)
 }
 
 type jwsSigner func(signingInput []byte) []byte
@@ -737,7 +763,7 @@ func tokenAlgNone(c map[string]any) string {
 func (idp *fakeIdP) tokenHS256(c map[string]any) string {
 	// Algorithm confusion: an HMAC keyed with something the attacker may
 	// know (here the client secret, the classic choice).
-	return signJWT(map[string]any{"alg": "HS256", "typ": "JWT", "kid": idp.kid}, c, hs256Signer(idp.appSecret))
+	return signJWT(map[string]any{"alg": "HS256", "typ": "JWT", "kid": idp.kid()}, c, hs256Signer(idp.appSecret))
 }
 
 // waitFor polls cond until it holds or a deadline passes.

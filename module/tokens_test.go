@@ -378,3 +378,64 @@ func TestRotationHandoffAcrossInstances(t *testing.T) {
 		t.Fatalf("Logto refused (a rotated token presented again?): %v", r)
 	}
 }
+
+// TestDiscoveryOutageNoStorm: with Logto down and nothing cached, new
+// sign-ins get a clean 502, and discovery is retried after a pause rather
+// than on every request (which would pile onto a struggling Logto).
+func TestDiscoveryOutageNoStorm(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.down.Store(true)
+	hx := newHarness(t, idp, nil)
+	for range 10 {
+		res := hx.serve(http.MethodGet, "/", newBrowser(), navigation())
+		res.mustHandlerError(t, http.StatusBadGateway)
+		if len(res.rec.Header().Values("Set-Cookie")) != 0 {
+			t.Fatal("a failed sign-in set cookies")
+		}
+	}
+	if n := idp.requests.Load(); n != 1 {
+		t.Errorf("%d requests to Logto for 10 sign-ins during the outage, want 1", n)
+	}
+	idp.down.Store(false)
+	hx.clock.Advance(10 * time.Second)
+	hx.signedIn()
+}
+
+// TestTokenSingleFlight: a burst of requests needing the route's tokens
+// (two organizations at once, with Logto rotating the refresh token on
+// every use) makes one grant per token and never presents a used refresh
+// token.
+func TestTokenSingleFlight(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.rotate = true
+	idp.refreshDelay = 20 * time.Millisecond
+	hx := newHarness(t, idp, orgRoute)
+	b := hx.signedIn()
+	const n = 40
+	var wg sync.WaitGroup
+	results := make([]*result, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			org := []string{"org1", "org2"}[i%2]
+			r, repl, w := newRequest(http.MethodGet, "/", nil, b.send, fetchAPI(), withHeader("X-Org", org))
+			<-start
+			results[i] = hx.serveRequest(r, repl, w, nil)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, res := range results {
+		if res.err != nil || !res.next {
+			t.Errorf("request %d: err=%v", i, res.err)
+		}
+	}
+	if got := idp.refreshGrants.Load(); got != 2 {
+		t.Errorf("refresh grants = %d, want 2 (one per organization)", got)
+	}
+	if r := idp.tokenRefusals(); len(r) != 0 {
+		t.Errorf("Logto refused: %v", r)
+	}
+}
