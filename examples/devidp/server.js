@@ -115,7 +115,9 @@ const FAILABLE = {
 };
 
 let provider;
+let oidcCallback;
 let base;
+let ready = false; // set once the env client is registered
 let alive = true;
 
 // --- helpers ---------------------------------------------------------------
@@ -450,7 +452,7 @@ async function handle(req, res) {
   const url = new URL(req.url, 'http://devidp.invalid');
   const { pathname } = url;
 
-  if (!provider) {
+  if (!ready) {
     sendJson(res, 503, { error: 'temporarily_unavailable', error_description: 'starting' });
     return;
   }
@@ -462,7 +464,7 @@ async function handle(req, res) {
     // back from originalUrl when it builds URLs.
     req.originalUrl = req.url;
     req.url = req.url.slice('/oidc'.length) || '/';
-    provider.callback()(req, res);
+    oidcCallback(req, res);
     return;
   }
 
@@ -535,6 +537,7 @@ server.listen(port, host, async () => {
   // Behind a TLS-terminating proxy (DEVIDP_BASE=https://...), trust its
   // X-Forwarded-* headers.
   provider.proxy = true;
+  oidcCallback = provider.callback();
 
   provider.on('grant.success', (ctx) => {
     const { grant_type: grantType, resource, organization_id: organizationId } = ctx.oidc.params;
@@ -567,5 +570,6 @@ server.listen(port, host, async () => {
     }
   }
 
+  ready = true;
   process.stdout.write(`devidp listening on ${base}\n`);
 });

@@ -384,14 +384,16 @@ expect "without client_id or hint: IdP's own success page" "$status $loc" "303 $
 stop_idp
 
 echo "== 20 starts in a row"
+slowest=0
 for i in $(seq 1 20); do
 	start=$(date +%s%N)
 	start_idp "idp-start-$i"
 	curl -sf "$BASE/oidc/.well-known/openid-configuration" >/dev/null || die "start $i: discovery"
 	stop_idp
 	ms=$(( ($(date +%s%N) - start) / 1000000 ))
-	[ "$ms" -lt 5000 ] || die "start $i took ${ms} ms"
+	[ "$ms" -lt 10000 ] || die "start $i took ${ms} ms"
+	[ "$ms" -lt "$slowest" ] || slowest=$ms
 done
-ok "20 starts, each under 5 s"
+ok "20 starts, the slowest ${slowest} ms"
 
 echo "$PASS passed, 0 failed"
