@@ -5,6 +5,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 const testAPI = "https://api.example.com"
@@ -191,4 +194,43 @@ func TestOrganizationScopedResourceToken(t *testing.T) {
 	if len(reqs) != 1 || reqs[0].Get("resource") != testAPI || reqs[0].Get("organization_id") != "org1" {
 		t.Errorf("refresh requests %v", reqs)
 	}
+}
+
+// TestStackedHandlers: a site-wide logto block and a stricter one for
+// /admin (same application) run one after the other. The second finds the
+// user the first found (the first removed the cookies), applies its own
+// rules, and a user who fails them gets 403 rather than being sent to sign
+// in again (a loop).
+func TestStackedHandlers(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.addUser("user-2", map[string]any{"name": "Grace", "roles": []any{"viewer"}})
+	site := newHarness(t, idp, nil)
+	admin := newHarness(t, idp, func(h *Handler) { h.Require = []Rule{{Kind: "role", Values: []string{"admin"}}} })
+	serve := func(b *tbrowser, opts ...reqOpt) *result {
+		r, repl, w := newRequest(http.MethodGet, "/admin", nil, append([]reqOpt{b.send}, opts...)...)
+		res := &result{rec: w, ph: map[string]string{}, known: map[string]bool{}}
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			res.next = true
+			res.nextReq = r
+			rr := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+			res.ph["http.auth.user.id"] = rr.ReplaceAll("{http.auth.user.id}", "")
+			return nil
+		})
+		res.err = site.h.ServeHTTP(w, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			return admin.h.ServeHTTP(w, r, next)
+		}))
+		_ = repl
+		return res
+	}
+	ada := site.signedIn()
+	mustPass(t, serve(ada, fetchAPI()), "user-1")
+	grace := newBrowser()
+	site.signIn(grace, "/", "user-2")
+	res := serve(grace, navigation())
+	res.mustHandlerError(t, http.StatusForbidden)
+	if res.rec.Header().Get("Location") != "" {
+		t.Error("the stricter block sent a signed-in user to sign in again")
+	}
+	anon := serve(newBrowser(), navigation())
+	site.mustRedirectToAuth(t, anon)
 }
