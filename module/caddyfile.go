@@ -1,13 +1,11 @@
 package logto
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -55,7 +53,8 @@ func init() {
 //
 // The directive's matcher selects what is protected; the flow endpoints
 // under path_prefix are served whatever the matcher, so sign-in works when
-// only part of a site is protected. Placeholders are kept as written (the
+// only part of a site is protected, and the module's cookies are removed
+// from every request. Placeholders are kept as written (the
 // adapted JSON never holds an expanded secret) and expanded at provision.
 func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
 	h.Next() // the directive name
@@ -68,20 +67,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 		return nil, err
 	}
 
-	handlerJSON := caddyconfig.JSONModuleObject(&l, "handler", "logto", nil)
-	route := caddyhttp.Route{HandlersRaw: []json.RawMessage{handlerJSON}}
+	// The matcher goes into the handler, not onto the route: the handler
+	// must see every request of the site, to serve the flow endpoints and to
+	// remove its cookies before anything is proxied, protected or not.
 	if userSet != nil {
-		prefix := l.PathPrefix
-		if prefix == "" {
-			prefix = "/logto"
-		}
-		p := newFlowPaths("/" + strings.Trim(prefix, "/"))
-		flowSet := caddy.ModuleMap{"path": caddyconfig.JSON(caddyhttp.MatchPath{
-			p.signIn, p.signUp, p.callback, p.signOut, p.user, p.backchannel,
-		}, nil)}
-		route.MatcherSetsRaw = []caddy.ModuleMap{userSet, flowSet}
+		l.ProtectRaw = caddyhttp.RawMatcherSets{userSet}
 	}
-	return []httpcaddyfile.ConfigValue{{Class: "route", Value: route}}, nil
+	return h.NewRoute(nil, &l), nil
 }
 
 // UnmarshalCaddyfile reads the directive and its block (a matcher, if any,

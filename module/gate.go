@@ -91,14 +91,21 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	stripCookies(r.Header, h.cookie.secure.prefix)
 	stripCookies(r.Header, h.cookie.plain.prefix)
 
+	protected := true
+	if len(h.protect) > 0 {
+		var err error
+		if protected, err = h.protect.AnyMatchWithError(r); err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, err)
+		}
+	}
 	if u == nil {
-		if h.Pass {
+		if h.Pass || !protected {
 			return next.ServeHTTP(w, r)
 		}
 		return h.unauthenticated(w, r, cs)
 	}
 
-	if h.needsRequestAuth() {
+	if protected && h.needsRequestAuth() {
 		ra, err := h.authorize(w, r, repl, cs, u)
 		if err != nil {
 			return err

@@ -59,6 +59,14 @@ type Handler struct {
 	// sign-in-callback, sign-out, user, backchannel-logout). Default: /logto.
 	PathPrefix string `json:"path_prefix,omitempty"`
 
+	// Which requests require a signed-in user: matcher sets, any of which
+	// may match (the Caddyfile fills it from the directive's matcher).
+	// Default: all. Requests that do not match are let through as in pass
+	// mode: the user's identity is there if they are signed in, and the
+	// module's cookies and client-sent identity headers are still removed,
+	// so nothing upstream ever sees them.
+	ProtectRaw caddyhttp.RawMatcherSets `json:"protect,omitempty" caddy:"namespace=http.matchers"`
+
 	// Let requests without a signed-in user through instead of sending them
 	// to sign in. Placeholders are then empty for anonymous requests, so a
 	// page can show "Sign in" or "Signed in as ...". Default: false.
@@ -151,6 +159,7 @@ type Handler struct {
 	// Default: 10s.
 	RevocationPoll caddy.Duration `json:"revocation_poll,omitempty"`
 
+	protect  caddyhttp.MatcherSets
 	client   *client
 	logger   *zap.Logger
 	cookie   cookieJarNames
@@ -239,6 +248,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	if err := h.compileRules(); err != nil {
 		return err
+	}
+	if len(h.ProtectRaw) > 0 {
+		mods, err := ctx.LoadModule(h, "ProtectRaw")
+		if err != nil {
+			return fmt.Errorf("logto: loading protect matchers: %v", err)
+		}
+		if err := h.protect.FromInterface(mods); err != nil {
+			return fmt.Errorf("logto: protect matchers: %v", err)
+		}
 	}
 
 	cfg := clientConfig{
