@@ -197,7 +197,8 @@ expect "authorization request recorded" "$(curl -sf "$BASE/__dev/requests" | jso
 # Legacy interaction_mode=signUp opens the registration form.
 loc=$(curl -s -c "$TMP/jar0" -b "$TMP/jar0" -o /dev/null -w '%{redirect_url}' \
 	"$BASE/oidc/auth?client_id=$APP&redirect_uri=$(urlenc "$REDIRECT_URI")&response_type=code&scope=openid&interaction_mode=signUp")
-curl -s -c "$TMP/jar0" -b "$TMP/jar0" "$loc" | grep -q '<title>Create account' || die "interaction_mode=signUp"
+curl -s -c "$TMP/jar0" -b "$TMP/jar0" -o "$TMP/signup.html" "$loc"
+grep -q '<title>Create account' "$TMP/signup.html" || die "interaction_mode=signUp"
 ok "interaction_mode=signUp shows the registration form (PKCE optional for a confidential client)"
 
 echo "== code flow (alice)"
@@ -339,7 +340,8 @@ RTB=$(json d.refresh_token <"$TMP/b4.json")
 expect "injected 500" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RTB")" 500
 expect "then normal again" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RTB")" 200
 curl -sf -X POST "$BASE/__dev/fail?endpoint=jwks&mode=garbage&count=2" >/dev/null
-curl -s "$ISSUER/jwks" | json d >/dev/null 2>&1 && die "garbage JWKS is not JSON"
+curl -s -o "$TMP/garbage" "$ISSUER/jwks"
+json d <"$TMP/garbage" >/dev/null 2>&1 && die "garbage JWKS is not JSON"
 ok "injected garbage"
 curl -sf -X POST "$BASE/__dev/fail?endpoint=discovery&mode=slow&delay_ms=1200" >/dev/null
 expect_match "injected slowness" "$(curl -s -o /dev/null -w '%{time_total}' "$ISSUER/.well-known/openid-configuration")" '^[1-9]'
