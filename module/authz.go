@@ -198,7 +198,10 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 		switch {
 		case errors.Is(err, errSessionEnded):
 			h.clearSession(w, r, cs)
-			return nil, h.unauthenticated(w, r, cs)
+			if err := h.unauthenticated(w, r, cs); err != nil {
+				return nil, err
+			}
+			return nil, errResponded
 		case errors.Is(err, errTokenDenied):
 			return nil, h.forbidden(u, "Logto refused a token for the route")
 		case err != nil:

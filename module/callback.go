@@ -38,7 +38,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 		return caddyhttp.Error(http.StatusUnauthorized, errors.New("logto: sign-in was not completed: "+truncate(sanitizeCode(e), 64)))
 	}
 	now := h.client.now().Unix()
-	if now-a.Created > int64(time.Duration(h.SignInTimeout).Seconds()) {
+	if h.client.now().UnixMilli()-a.Created > time.Duration(h.SignInTimeout).Milliseconds() {
 		// The user lingered on Logto's page: start over, same destination.
 		h.logger.Debug("sign-in attempt timed out; starting over")
 		return h.startSignIn(w, r, cs, a.Return, a.Params)

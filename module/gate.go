@@ -87,10 +87,6 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 			repl.Map(u.placeholder)
 		}
 	}
-	// Our cookies are ours: never forwarded to the handlers that follow.
-	stripCookies(r.Header, h.cookie.secure.prefix)
-	stripCookies(r.Header, h.cookie.plain.prefix)
-
 	protected := true
 	if len(h.protect) > 0 {
 		var err error
@@ -100,13 +96,16 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	}
 	if u == nil {
 		if h.Pass || !protected {
-			return next.ServeHTTP(w, r)
+			return h.next(w, r, next)
 		}
 		return h.unauthenticated(w, r, cs)
 	}
 
 	if protected && h.needsRequestAuth() {
 		ra, err := h.authorize(w, r, repl, cs, u)
+		if errors.Is(err, errResponded) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -124,8 +123,23 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 			r.Header.Set(f.name, v)
 		}
 	}
+	return h.next(w, r, next)
+}
+
+// next hands the request on without the module's cookies: they are ours,
+// never forwarded to what follows (a file server, an upstream app).
+func (h *Handler) next(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	stripCookies(r.Header, h.cookie.secure.prefix)
+	stripCookies(r.Header, h.cookie.plain.prefix)
 	return next.ServeHTTP(w, r)
 }
+
+// errResponded tells the gate that a helper has written the response (a
+// redirect to sign in) and nothing more is to be done.
+var errResponded = errors.New("logto: response written")
+
+// maxReturnURL bounds the return URL kept in a sign-in attempt's cookie.
+const maxReturnURL = 2048
 
 // currentUser returns the signed-in user of the request, or nil. It keeps
 // the session alive: refreshes it when its ID token expired, re-issues the
@@ -227,7 +241,14 @@ func (h *Handler) clearSession(w http.ResponseWriter, r *http.Request, cs *cooki
 // sign-in page is useless to it.
 func (h *Handler) unauthenticated(w http.ResponseWriter, r *http.Request, cs *cookieSet) error {
 	if isNavigation(r) {
-		return h.startSignIn(w, r, cs, originalRequestURI(r), h.configParams())
+		// The path as the client sent it can be //evil.example/x, which a
+		// browser would take for another site: it goes through the same
+		// check as ?redirect=. Overlong ones are cut back to the path.
+		ret := originalRequestURI(r)
+		if len(ret) > maxReturnURL {
+			ret, _, _ = strings.Cut(ret, "?")
+		}
+		return h.startSignIn(w, r, cs, safeReturn(ret, h.siteURL(r)), h.configParams())
 	}
 	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Logto realm=%q, sign_in=%q`, "logto", h.paths.signIn))
 	w.Header().Set("Cache-Control", "no-store")

@@ -45,7 +45,7 @@ type attempt struct {
 	Verifier    string       `json:"v"`
 	Return      string       `json:"r"`
 	RedirectURI string       `json:"u"`
-	Created     int64        `json:"c"`
+	Created     int64        `json:"c"` // unix ms: tabs opened in one second still age in order
 	Params      signInParams `json:"p"`
 }
 
@@ -187,7 +187,7 @@ func (h *Handler) startSignIn(w http.ResponseWriter, r *http.Request, cs *cookie
 		Verifier:    oauth2.GenerateVerifier(),
 		Return:      returnTo,
 		RedirectURI: h.siteURL(r) + h.paths.callback,
-		Created:     h.client.now().Unix(),
+		Created:     h.client.now().UnixMilli(),
 		Params:      p,
 	}
 	h.pruneAttempts(w, r, cs)

@@ -230,12 +230,6 @@ func (idp *fakeIdP) revocations() []url.Values {
 	return slices.Clone(idp.revokedLog)
 }
 
-func (idp *fakeIdP) endSessionRequests() []url.Values {
-	idp.mu.Lock()
-	defer idp.mu.Unlock()
-	return slices.Clone(idp.endSessions)
-}
-
 func (idp *fakeIdP) tokenRefusals() []string {
 	idp.mu.Lock()
 	defer idp.mu.Unlock()

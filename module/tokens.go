@@ -52,6 +52,7 @@ type accessToken struct {
 	token  string
 	scopes []string
 	exp    int64
+	renew  int64 // replaced from this time on, before it expires upstream
 }
 
 type liveSessions struct {
@@ -189,6 +190,9 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 			c.logger.Info("Logto rejected the session's refresh token; the user signs in again",
 				errField(err))
 			c.endSession(u.s.ID)
+			// Remembered, so the dead cookie is not sent to Logto again on
+			// every request that still carries it.
+			c.revoked.add(ctx, revokeSession, u.s.ID, u.s.Expires)
 			return nil, nil, errSessionEnded
 		case errors.As(err, &te) && (key.resource != "" || key.org != ""):
 			return nil, nil, errTokenDenied
@@ -270,6 +274,10 @@ func (c *client) accessTokenFor(ctx context.Context, u *user, key tokenKey) (acc
 		return accessToken{}, u, err
 	}
 	at := accessToken{token: tr.AccessToken, exp: expiry(c.now(), tr.ExpiresIn)}
+	// Renew a little before expiry: tokenMargin, or a quarter of a short
+	// token's lifetime.
+	margin := min(int64(tokenMargin), (at.exp-c.now().Unix())/4)
+	at.renew = at.exp - margin
 	if claims, err := jwtClaims(tr.AccessToken); err == nil {
 		if s, ok := claims["scope"].(string); ok {
 			at.scopes = splitFields(s)
@@ -294,11 +302,7 @@ func (ls *liveSession) token(key tokenKey, now int64) (accessToken, bool) {
 	ls.tokMu.RLock()
 	at, ok := ls.tokens[key]
 	ls.tokMu.RUnlock()
-	margin := int64(tokenMargin)
-	if ok && at.exp-now < 2*margin {
-		margin = (at.exp - now) / 2
-	}
-	return at, ok && now < at.exp-margin
+	return at, ok && now < at.renew
 }
 
 // userinfo returns the user's claims from Logto's userinfo endpoint, cached
