@@ -441,6 +441,7 @@ function observe(req, res, url) {
   const { pathname } = url;
   if (pathname === '/oidc/auth' && (req.method === 'GET' || req.method === 'POST')) {
     authorizationRequests.push({ timestamp: new Date().toISOString(), method: req.method, params: queryObject(url.searchParams) });
+    if (authorizationRequests.length > 10_000) authorizationRequests.splice(0, 1000);
   } else if (pathname === '/oidc/me') {
     stats.userinfo_requests += 1;
   } else if (pathname === '/oidc/token/revocation' && req.method === 'POST') {

@@ -373,6 +373,10 @@ token "$TMP/e3.json" grant_type=refresh_token "refresh_token=$RT" >/dev/null
 RT2=$(json d.refresh_token <"$TMP/e3.json")
 [ -n "$RT2" ] && [ "$RT2" != "$RT" ] || die "logto rotation: rotated after 70 %"
 ok "logto rotation: rotated after 70 %"
+authorize "$TMP/jar3" "prompt=consent&scope=$(urlenc 'openid offline_access profile')" bob || die "bob without organization scope"
+exchange "$CB" "$TMP/e4.json" >/dev/null
+expect "organization token without urn:logto:scope:organizations" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$(json d.refresh_token <"$TMP/e4.json")" organization_id=$(curl -sf "$BASE/__dev/organizations" | json 'd.find(o=>o.slug==="acme").id')) $(json d.error <"$TMP/t.json")" \
+	"403 insufficient_scope"
 status=$(curl -s -o "$TMP/logout2.html" -c "$TMP/jar2" -b "$TMP/jar2" -w '%{http_code}' "$ISSUER/session/end?post_logout_redirect_uri=$(urlenc "$POST_LOGOUT")&id_token_hint=$IDT")
 expect "expired id_token_hint accepted" "$status" 200
 XSRF=$(sed -n 's/.*name="xsrf" value="\([^"]*\)".*/\1/p' "$TMP/logout2.html")
