@@ -1,6 +1,7 @@
 package logto
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -166,6 +167,45 @@ func TestManyOrganizationsSessionFitsCookies(t *testing.T) {
 		}
 	}
 	mustPass(t, hx.serve(http.MethodGet, "/", b, navigation()), "user-orgs")
+}
+
+// TestSessionCookieSizes measures the session cookie of Logto-shaped users
+// (12-character ids, organization_roles entries "<id>:<role>", email,
+// roles) and checks every Set-Cookie line stays under the browsers' 4096
+// bytes, so a user in many organizations never loops on sign-in (Logto's
+// own cookie SDKs do: logto-io/logto#6597). Run with -v for the sizes.
+func TestSessionCookieSizes(t *testing.T) {
+	for _, n := range []int{0, 1, 20, 50} {
+		hx := newHarness(t, nil, nil)
+		orgs, orgRoles := []any{}, []any{}
+		for i := range n {
+			id := fmt.Sprintf("%012d", 100000000000+i*7919)
+			orgs = append(orgs, id)
+			orgRoles = append(orgRoles, id+":member")
+		}
+		sub := fmt.Sprintf("u%011d", n)
+		hx.idp.addUser(sub, map[string]any{
+			"name": "Jane Doe", "username": "jane", "picture": nil,
+			"email": "jane@example.com", "email_verified": true,
+			"roles": []any{"viewer"}, "organizations": orgs, "organization_roles": orgRoles,
+		})
+		b := newBrowser()
+		res := hx.signIn(b, "/", sub)
+		total, lines := 0, 0
+		for _, c := range res.setCookies(t) {
+			if strings.HasPrefix(c.Name, "__Host-logto") && !strings.Contains(c.Name, "signin") && c.Value != "" {
+				total += len(c.Value)
+				lines++
+			}
+		}
+		for _, line := range res.rec.Header().Values("Set-Cookie") {
+			if len("Set-Cookie: "+line) >= 4096 {
+				t.Errorf("%d organizations: Set-Cookie line of %d bytes", n, len(line))
+			}
+		}
+		t.Logf("%2d organizations: session %4d bytes in %d cookie(s)", n, total, lines)
+		mustPass(t, hx.serve(http.MethodGet, "/", b, navigation()), sub)
+	}
 }
 
 // ---- hostile callbacks ----
