@@ -153,11 +153,18 @@ type requestAuth struct {
 // authorize resolves the route's organization, obtains its access token and
 // checks the rules. A signed-in user who fails gets 403, never a redirect
 // (which would loop back here).
-func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, cs *cookieSet, u *user) (*requestAuth, error) {
-	ra := &requestAuth{u: u}
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, cs *cookieSet, u *user, cookies []string) (ra *requestAuth, err error) {
+	ra = &requestAuth{u: u}
 	c := h.client
 	ctx := r.Context()
 	orig := u
+	// Whatever the outcome, a session a refresh changed (a rotated refresh
+	// token) is written back; losing it would replay the old token later.
+	defer func() {
+		if u != orig && !errors.Is(err, errResponded) {
+			h.writeSession(w, http.Header{"Cookie": cookies}, cs, u)
+		}
+	}()
 
 	// claims reads a claim from the ID token, or from userinfo when the
 	// tenant leaves it out of ID tokens.
@@ -197,7 +204,10 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 		at, nu, err := c.accessTokenFor(ctx, u, tokenKey{resource: h.TokenResource, org: ra.org})
 		switch {
 		case errors.Is(err, errSessionEnded):
-			h.clearSession(w, r, cs)
+			h.clearSession(w, http.Header{"Cookie": cookies}, cs)
+			if isNavigation(r) {
+				r.Header["Cookie"] = cookies
+			}
 			if err := h.unauthenticated(w, r, cs); err != nil {
 				return nil, err
 			}
@@ -246,10 +256,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 			return nil, h.forbidden(u, "require "+rule.Kind+" not met")
 		}
 	}
-	if u != orig {
-		h.writeSession(w, r, cs, u)
-		ra.u = u
-	}
+	ra.u = u
 	return ra, nil
 }
 

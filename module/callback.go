@@ -31,7 +31,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 		return h.noAttempt(w, r, cs)
 	}
 	// One use only: whatever happens next, this attempt is spent.
-	clearCookie(w.Header(), r.Header, name, cs.opts)
+	expireAttempt(w, name, cs)
 
 	if e := q.Get("error"); e != "" {
 		h.logger.Warn("Logto returned an error to the sign-in callback", zap.String("error", truncate(sanitizeCode(e), 64)))
@@ -114,7 +114,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 	}
 	u.cookie = h.client.sessions.Seal(sessionAAD, u.encode())
 	h.client.users.put(u.cookie, u)
-	h.writeSession(w, r, cs, u)
+	h.writeSession(w, r.Header, cs, u)
 	if tr.RefreshToken == "" {
 		h.logger.Warn("Logto issued no refresh token (prompt must include consent and offline_access be allowed); the session cannot be refreshed")
 	}

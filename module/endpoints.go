@@ -65,6 +65,14 @@ func (p *flowPaths) match(path string) endpoint {
 }
 
 func (h *Handler) serveEndpoint(ep endpoint, w http.ResponseWriter, r *http.Request) error {
+	err := h.endpoint(ep, w, r)
+	// An error goes on to handle_errors, which may proxy: the module's
+	// cookies must not go with it.
+	h.stripModuleCookies(r)
+	return err
+}
+
+func (h *Handler) endpoint(ep endpoint, w http.ResponseWriter, r *http.Request) error {
 	cs := h.cookiesFor(r)
 	if ep == epBackchannel {
 		if r.Method != http.MethodPost {
@@ -157,10 +165,10 @@ func (h *Handler) serveUser(w http.ResponseWriter, r *http.Request, cs *cookieSe
 // returns it to post_sign_out_redirect.
 func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, cs *cookieSet) error {
 	u := h.readSession(r, cs)
-	for _, name := range cookieNames(r.Header, cs.attempt) {
-		clearCookie(w.Header(), r.Header, name, cs.opts)
+	for _, name := range attemptNames(r.Header, cs) {
+		expireAttempt(w, name, cs)
 	}
-	h.clearSession(w, r, cs)
+	h.clearSession(w, r.Header, cs)
 	w.Header().Set("Cache-Control", "no-store")
 
 	landing := h.PostSignOutRedirect

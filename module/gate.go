@@ -87,6 +87,12 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 			repl.Map(u.placeholder)
 		}
 	}
+	// Removed now, so no path on from here (an error for handle_errors,
+	// which may proxy, included) carries them. The header's slice is
+	// replaced, not changed, so the original is kept for a sign-in that
+	// needs to see earlier attempts.
+	cookies := r.Header["Cookie"]
+	h.stripModuleCookies(r)
 	protected := true
 	if len(h.protect) > 0 {
 		var err error
@@ -96,13 +102,18 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	}
 	if u == nil {
 		if h.Pass || !protected {
-			return h.next(w, r, next)
+			return next.ServeHTTP(w, r)
+		}
+		if isNavigation(r) {
+			// A redirect: nothing runs after it, so the sign-in may see the
+			// request's attempt cookies to prune them.
+			r.Header["Cookie"] = cookies
 		}
 		return h.unauthenticated(w, r, cs)
 	}
 
 	if protected && h.needsRequestAuth() {
-		ra, err := h.authorize(w, r, repl, cs, u)
+		ra, err := h.authorize(w, r, repl, cs, u, cookies)
 		if errors.Is(err, errResponded) {
 			return nil
 		}
@@ -123,15 +134,15 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 			r.Header.Set(f.name, v)
 		}
 	}
-	return h.next(w, r, next)
+	return next.ServeHTTP(w, r)
 }
 
-// next hands the request on without the module's cookies: they are ours,
-// never forwarded to what follows (a file server, an upstream app).
-func (h *Handler) next(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+// stripModuleCookies removes the module's cookies from the request: they
+// are ours, never forwarded to what follows (a file server, an upstream
+// app, handle_errors).
+func (h *Handler) stripModuleCookies(r *http.Request) {
 	stripCookies(r.Header, h.cookie.secure.prefix)
 	stripCookies(r.Header, h.cookie.plain.prefix)
-	return next.ServeHTTP(w, r)
 }
 
 // errResponded tells the gate that a helper has written the response (a
@@ -154,12 +165,12 @@ func (h *Handler) currentUser(w http.ResponseWriter, r *http.Request, cs *cookie
 	c := h.client
 	now := c.now().Unix()
 	if !h.sessionValid(u, now) {
-		h.clearSession(w, r, cs)
+		h.clearSession(w, r.Header, cs)
 		return nil
 	}
 	cur, err := c.current(r.Context(), u)
 	if err != nil {
-		h.clearSession(w, r, cs)
+		h.clearSession(w, r.Header, cs)
 		return nil
 	}
 	if idle := int64(time.Duration(h.IdleTimeout).Seconds()); idle > 0 && now-cur.s.Seen > max(idle/10, 1) {
@@ -172,7 +183,7 @@ func (h *Handler) currentUser(w http.ResponseWriter, r *http.Request, cs *cookie
 		}
 	}
 	if cur != u {
-		h.writeSession(w, r, cs, cur)
+		h.writeSession(w, r.Header, cs, cur)
 	}
 	return cur
 }
@@ -218,21 +229,23 @@ func (h *Handler) sessionValid(u *user, now int64) bool {
 	return !h.client.revoked.has(u)
 }
 
-func (h *Handler) writeSession(w http.ResponseWriter, r *http.Request, cs *cookieSet, u *user) {
+// writeSession sets the session cookie; req is the request's header, from
+// which it learns what stale chunks to expire.
+func (h *Handler) writeSession(w http.ResponseWriter, req http.Header, cs *cookieSet, u *user) {
 	o := cs.opts
 	o.MaxAge = int(u.s.Expires - h.client.now().Unix())
 	if o.MaxAge < 1 {
 		o.MaxAge = 1
 	}
-	if err := writeCookie(w.Header(), r.Header, cs.session, u.cookie, o); err != nil {
+	if err := writeCookie(w.Header(), req, cs.session, u.cookie, o); err != nil {
 		// Too big even for chunks: the cookie has been expired instead, so
 		// the user signs in again rather than keeping stale tokens.
 		h.logger.Error("cannot store the session cookie; the user is signed out", errField(err), zap.Int("bytes", len(u.cookie)))
 	}
 }
 
-func (h *Handler) clearSession(w http.ResponseWriter, r *http.Request, cs *cookieSet) {
-	clearCookie(w.Header(), r.Header, cs.session, cs.opts)
+func (h *Handler) clearSession(w http.ResponseWriter, req http.Header, cs *cookieSet) {
+	clearCookie(w.Header(), req, cs.session, cs.opts)
 }
 
 // unauthenticated answers a request without a session: a browser

@@ -251,16 +251,18 @@ const attemptAAD = "sign-in attempt"
 // attemptID names an attempt's cookie after its state, so the callback finds
 // it directly among several tabs' attempts.
 func attemptID(state string) string {
-	if len(state) > 12 {
-		return state[:12]
+	if len(state) > attemptIDLen {
+		return state[:attemptIDLen]
 	}
 	return state
 }
 
+const attemptIDLen = 12
+
 // pruneAttempts keeps the newest maxAttempts-1 attempt cookies, so the one
 // about to be added stays within maxAttempts. Unreadable ones go first.
 func (h *Handler) pruneAttempts(w http.ResponseWriter, r *http.Request, cs *cookieSet) {
-	names := cookieNames(r.Header, cs.attempt)
+	names := attemptNames(r.Header, cs)
 	if len(names) < maxAttempts {
 		return
 	}
@@ -283,8 +285,36 @@ func (h *Handler) pruneAttempts(w http.ResponseWriter, r *http.Request, cs *cook
 	}
 	slices.SortFunc(all, func(a, b aged) int { return int(a.created - b.created) })
 	for _, a := range all[:len(all)-(maxAttempts-1)] {
-		clearCookie(w.Header(), r.Header, a.name, cs.opts)
+		expireAttempt(w, a.name, cs)
 	}
+}
+
+// maxAttemptNames bounds how many attempt cookies a request is searched
+// for. A browser holds at most maxAttempts; anything beyond is a hostile
+// header, and looking at each of thousands of names would cost seconds.
+const maxAttemptNames = 4 * maxAttempts
+
+// attemptNames returns the names of the request's sign-in attempt cookies:
+// only names of the exact shape this module writes, and at most
+// maxAttemptNames of them.
+func attemptNames(req http.Header, cs *cookieSet) []string {
+	names := cookieNames(req, cs.attempt)
+	out := names[:0]
+	for _, n := range names {
+		if len(n) == len(cs.attempt)+attemptIDLen {
+			out = append(out, n)
+			if len(out) == maxAttemptNames {
+				break
+			}
+		}
+	}
+	return out
+}
+
+// expireAttempt removes an attempt cookie. Attempts are never chunked, so
+// unlike clearCookie it does not search the request for chunks.
+func expireAttempt(w http.ResponseWriter, name string, cs *cookieSet) {
+	w.Header().Add("Set-Cookie", expiredCookie(name, cs.opts))
 }
 
 // siteURL is the scheme and host the browser sees this site at.
