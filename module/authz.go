@@ -169,18 +169,29 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 	// claims reads a claim from the ID token, or from userinfo when the
 	// tenant leaves it out of ID tokens.
 	var info map[string]any
+	var infoErr error
 	claim := func(name string) any {
 		if v, ok := u.claims[name]; ok {
 			return v
 		}
 		if info == nil {
-			var err error
-			if info, u, err = c.userinfo(ctx, u); err != nil {
-				h.logger.Warn("cannot read userinfo for a rule", errField(err))
+			if info, u, infoErr = c.userinfo(ctx, u); infoErr != nil {
+				h.logger.Warn("cannot read userinfo for a rule", errField(infoErr))
 				info = map[string]any{}
 			}
 		}
 		return info[name]
+	}
+	// deny is 403, unless the answer depended on userinfo Logto could not
+	// give: then it is Logto's outage (502), not the user's fault.
+	deny := func(reason string) error {
+		if infoErr != nil {
+			if errors.Is(infoErr, errSessionEnded) {
+				return caddyhttp.Error(http.StatusUnauthorized, infoErr)
+			}
+			return caddyhttp.Error(http.StatusBadGateway, infoErr)
+		}
+		return h.forbidden(u, reason)
 	}
 	claimList := func(name string) []string {
 		return claimStrings(map[string]any{name: claim(name)}, name)
@@ -195,7 +206,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 		// (a subdomain, a header) cannot make us ask Logto for a token of
 		// an organization the user is not in.
 		if !slices.Contains(claimList("organizations"), ra.org) {
-			return nil, h.forbidden(u, "not a member of the route's organization")
+			return nil, deny("not a member of the route's organization")
 		}
 	}
 
@@ -253,7 +264,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 			}
 		}
 		if !ok {
-			return nil, h.forbidden(u, "require "+rule.Kind+" not met")
+			return nil, deny("require " + rule.Kind + " not met")
 		}
 	}
 	ra.u = u

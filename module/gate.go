@@ -226,6 +226,11 @@ func (h *Handler) sessionValid(u *user, now int64) bool {
 	if now-u.s.Created/1000 > int64(time.Duration(h.SessionLifetime).Seconds()) {
 		return false
 	}
+	// Without a refresh token nothing can confirm with Logto that the user
+	// is still allowed in, so the session lasts as long as its ID token.
+	if u.s.Refresh == "" && u.idExp != 0 && now > u.idExp+int64(clockSkew/time.Second) {
+		return false
+	}
 	return !h.client.revoked.has(u)
 }
 

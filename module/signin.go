@@ -108,6 +108,17 @@ func (h *Handler) requestParams(q url.Values, signUp bool) (signInParams, error)
 	return p, nil
 }
 
+// withConsent adds consent to a prompt (unless it is none): without it
+// Logto issues no refresh token, and a session without one could neither be
+// kept current nor ended by Logto.
+func withConsent(prompt string) string {
+	fields := strings.Fields(prompt)
+	if slices.Contains(fields, "none") || slices.Contains(fields, "consent") {
+		return prompt
+	}
+	return strings.TrimSpace(strings.Join(append(fields, "consent"), " "))
+}
+
 func printable(s string) bool {
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
@@ -220,7 +231,7 @@ func (h *Handler) startSignIn(w http.ResponseWriter, r *http.Request, cs *cookie
 			q.Set(k, v)
 		}
 	}
-	setIf("prompt", p.Prompt)
+	setIf("prompt", withConsent(p.Prompt))
 	setIf("first_screen", p.FirstScreen)
 	setIf("identifier", strings.Join(strings.FieldsFunc(p.Identifier, func(r rune) bool { return r == ' ' || r == ',' }), " "))
 	setIf("direct_sign_in", p.DirectSignIn)

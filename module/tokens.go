@@ -3,6 +3,7 @@ package logto
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -152,8 +153,19 @@ func (c *client) current(ctx context.Context, u *user) (*user, error) {
 			errField(err))
 		return u, nil
 	}
+	if needsRefresh(nu, c.now().Unix()) {
+		// Logto answered but gave no ID token that verifies (keys
+		// unreachable mid-rotation, say): back off like any failure
+		// rather than refresh on every request.
+		ls.retryAt = c.now().Add(refreshRetry)
+		c.logger.Warn("refresh brought no valid ID token; the session goes on with its current claims")
+	}
 	return nu, nil
 }
+
+// errBackoff answers requests that need Logto while a recent failure says
+// it is down, so they fail fast instead of queueing on the session.
+var errBackoff = fmt.Errorf("%w: recent failure, retrying later", errUnavailable)
 
 // redeem uses the session's refresh token once, for the ID token (empty key)
 // or for a resource or organization token, and records the new state. The
@@ -269,8 +281,14 @@ func (c *client) accessTokenFor(ctx context.Context, u *user, key tokenKey) (acc
 	if at, ok := ls.token(key, now); ok {
 		return at, u, nil
 	}
+	if c.now().Before(ls.retryAt) {
+		return accessToken{}, u, errBackoff
+	}
 	nu, tr, err := c.redeem(ctx, ls, u, key)
 	if err != nil {
+		if !errors.Is(err, errSessionEnded) && !errors.Is(err, errTokenDenied) {
+			ls.retryAt = c.now().Add(refreshRetry)
+		}
 		return accessToken{}, u, err
 	}
 	at := accessToken{token: tr.AccessToken, exp: expiry(c.now(), tr.ExpiresIn)}
@@ -320,9 +338,15 @@ func (c *client) userinfo(ctx context.Context, u *user) (map[string]any, *user, 
 	if ls.info != nil && ls.infoGen == u.s.Gen {
 		return ls.info, u, nil
 	}
+	if c.now().Before(ls.retryAt) {
+		return nil, u, errBackoff
+	}
 	if (u.s.Access == "" || now >= u.s.AccessExp-tokenMargin) && u.s.Refresh != "" {
 		nu, _, err := c.redeem(ctx, ls, u, tokenKey{})
 		if err != nil {
+			if !errors.Is(err, errSessionEnded) {
+				ls.retryAt = c.now().Add(refreshRetry)
+			}
 			return nil, u, err
 		}
 		u = nu
@@ -332,6 +356,7 @@ func (c *client) userinfo(ctx context.Context, u *user) (map[string]any, *user, 
 	}
 	info, err := c.idp.userinfo(ctx, u.s.Access)
 	if err != nil {
+		ls.retryAt = c.now().Add(refreshRetry)
 		return nil, u, err
 	}
 	if sub, _ := info["sub"].(string); sub != u.sub {
