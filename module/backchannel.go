@@ -46,8 +46,12 @@ type revocation struct {
 // revSet is an immutable snapshot of the logout list, read without locks on
 // every request.
 type revSet struct {
-	sessions, subs, sids map[string]int64
+	sessions, subs, sids map[string]revEntry
 }
+
+// revEntry: sessions created at or before at (unix ms) are ended; the entry
+// is dropped after until (unix s), when no session it names can exist.
+type revEntry struct{ at, until int64 }
 
 func (s *revSet) empty() bool {
 	return len(s.sessions) == 0 && len(s.subs) == 0 && len(s.sids) == 0
@@ -150,6 +154,17 @@ func (rv *revocations) load() {
 	}
 	now := time.Now().Unix()
 	var fresh []revocation
+	listed := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		listed[k] = true
+	}
+	rv.mu.Lock()
+	for k := range rv.known {
+		if !listed[k] {
+			delete(rv.known, k) // deleted by whoever swept it
+		}
+	}
+	rv.mu.Unlock()
 	for _, k := range keys {
 		rv.mu.Lock()
 		seen := rv.known[k]
@@ -174,9 +189,9 @@ func (rv *revocations) load() {
 		rv.mu.Unlock()
 		fresh = append(fresh, e)
 	}
-	if len(fresh) > 0 {
-		rv.merge(fresh...)
-	}
+	// Merging also drops expired entries from memory, so merge even when
+	// nothing is new.
+	rv.merge(fresh...)
 	rv.sweepHandoffs(ctx, st)
 }
 
@@ -211,17 +226,20 @@ func (rv *revocations) merge(entries ...revocation) {
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
 	old := rv.set.Load()
-	next := &revSet{sessions: map[string]int64{}, subs: map[string]int64{}, sids: map[string]int64{}}
-	copyLive := func(dst, src map[string]int64) {
+	now := time.Now().Unix()
+	next := &revSet{sessions: map[string]revEntry{}, subs: map[string]revEntry{}, sids: map[string]revEntry{}}
+	copyLive := func(dst, src map[string]revEntry) {
 		for k, v := range src {
-			dst[k] = v
+			if v.until >= now {
+				dst[k] = v
+			}
 		}
 	}
 	copyLive(next.sessions, old.sessions)
 	copyLive(next.subs, old.subs)
 	copyLive(next.sids, old.sids)
 	for _, e := range entries {
-		var m map[string]int64
+		var m map[string]revEntry
 		switch e.Kind {
 		case revokeSession:
 			m = next.sessions
@@ -232,8 +250,8 @@ func (rv *revocations) merge(entries ...revocation) {
 		default:
 			continue
 		}
-		if e.At > m[e.Value] {
-			m[e.Value] = e.At
+		if cur := m[e.Value]; e.At > cur.at {
+			m[e.Value] = revEntry{at: e.At, until: max(e.Until, cur.until)}
 		}
 	}
 	rv.set.Store(next)
@@ -252,7 +270,9 @@ func (rv *revocations) add(ctx context.Context, kind revokeKind, value string, u
 	if st == nil {
 		return
 	}
-	sum := sha256.Sum256([]byte(string(kind) + "\x00" + value))
+	// One key per logout, not per user: a second logout of the same user
+	// must reach instances that loaded the first.
+	sum := sha256.Sum256([]byte(string(kind) + "\x00" + value + "\x00" + strconv.FormatInt(e.At, 10)))
 	key := prefix + "/" + hex.EncodeToString(sum[:16])
 	b, _ := json.Marshal(e)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -276,11 +296,11 @@ func (rv *revocations) has(u *user) bool {
 	if _, ok := s.sessions[u.s.ID]; ok {
 		return true
 	}
-	if at, ok := s.subs[u.sub]; ok && u.s.Created <= at {
+	if e, ok := s.subs[u.sub]; ok && u.s.Created <= e.at {
 		return true
 	}
 	if u.sid != "" {
-		if at, ok := s.sids[u.sid]; ok && u.s.Created <= at {
+		if e, ok := s.sids[u.sid]; ok && u.s.Created <= e.at {
 			return true
 		}
 	}
