@@ -120,6 +120,28 @@ func TestBackchannelLogoutRejectsHostileTokens(t *testing.T) {
 	}
 }
 
+// TestForgedLogoutTokensDoNotHammerLogto: anyone can post logout tokens,
+// and a signature that does not verify makes the module fetch Logto's keys
+// again (they may have rotated). A flood of forged tokens must not become a
+// flood of requests to Logto.
+func TestForgedLogoutTokensDoNotHammerLogto(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	idp := hx.idp
+	b := hx.signedIn()
+	before := idp.jwksHits.Load()
+	for range 30 {
+		res := hx.postLogout(tokenSignedByUnknownKey(idp.kid())(idp.logoutClaims("user-1")))
+		res.mustHandlerError(t, http.StatusBadRequest)
+	}
+	if n := idp.jwksHits.Load() - before; n > refetchBurst {
+		t.Errorf("30 forged logout tokens cost Logto %d key fetches, want at most %d", n, refetchBurst)
+	}
+	// A genuine token still works once the window has passed.
+	hx.clock.Advance(refetchWindow)
+	mustAccept(t, hx.postLogout(idp.logoutToken("user-1", nil)))
+	hx.mustBeSignedOut(t, b)
+}
+
 // TestBackchannelLogoutReplay: a logout token is good once (by jti); a
 // replay, after the user signed in again, must not sign them out again.
 func TestBackchannelLogoutReplay(t *testing.T) {

@@ -58,7 +58,7 @@ type provider struct {
 	md        *metadata
 	verifier  *oidc.IDTokenVerifier
 	logout    *oidc.IDTokenVerifier
-	keys      *oidc.RemoteKeySet
+	keys      *keySet
 	fetched   time.Time
 	failedAt  time.Time
 	lastError error
@@ -104,9 +104,7 @@ func (p *provider) discover(ctx context.Context) (*metadata, *oidc.IDTokenVerifi
 		return nil, nil, err
 	}
 	if p.keys == nil || p.md == nil || p.md.JWKSURI != md.JWKSURI {
-		// The key set's context carries our HTTP client for every later
-		// fetch, including the refetch on an unknown kid (key rotation).
-		p.keys = oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), p.http), md.JWKSURI)
+		p.keys = newKeySet(md.JWKSURI, p.http, p.now)
 	}
 	algs := md.IDTokenAlgs
 	if len(algs) == 0 {
