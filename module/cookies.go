@@ -225,10 +225,20 @@ func clearCookie(w http.Header, req http.Header, name string, o CookieOptions) {
 // It does not allocate when no cookie has the prefix. The header's slice is
 // replaced, not modified, since it may be shared with a copy of the header.
 func stripCookies(h http.Header, prefix string) {
+	stripMatching(h, func(n string) bool { return strings.HasPrefix(n, prefix) })
+}
+
+// stripOwnCookies removes the module's cookies of one base name (see
+// ownsCookie) the way stripCookies removes a prefix.
+func stripOwnCookies(h http.Header, base string) {
+	stripMatching(h, func(n string) bool { return ownsCookie(n, base) })
+}
+
+func stripMatching(h http.Header, match func(string) bool) {
 	lines := h["Cookie"]
 	first := -1
 	for i, line := range lines {
-		if lineHasPrefixed(line, prefix) {
+		if lineHasPrefixed(line, match) {
 			first = i
 			break
 		}
@@ -239,11 +249,11 @@ func stripCookies(h http.Header, prefix string) {
 	kept := make([]string, 0, len(lines))
 	kept = append(kept, lines[:first]...)
 	for _, line := range lines[first:] {
-		if !lineHasPrefixed(line, prefix) {
+		if !lineHasPrefixed(line, match) {
 			kept = append(kept, line)
 			continue
 		}
-		if line = stripLine(line, prefix); line != "" {
+		if line = stripLine(line, match); line != "" {
 			kept = append(kept, line)
 		}
 	}
@@ -334,20 +344,32 @@ func trimCookieSpace(s string) string {
 
 // lineHasPrefixed reports whether a Cookie line holds a cookie whose name
 // has prefix.
-func lineHasPrefixed(line, prefix string) bool {
+func lineHasPrefixed(line string, match func(string) bool) bool {
 	for line != "" {
 		var part string
 		part, line, _ = strings.Cut(line, ";")
-		if n, _, _ := parseCookiePair(part); strings.HasPrefix(n, prefix) {
+		if n, _, _ := parseCookiePair(part); match(n) {
 			return true
 		}
 	}
 	return false
 }
 
+// ownsCookie reports whether the cookie named n is one of the module's
+// cookies of the given base name: the session itself, one of its chunks
+// (base.N) or a sign-in attempt (base-signin-...). An application's own
+// cookie that merely starts the same way (logto_theme) is not.
+func ownsCookie(n, base string) bool {
+	if !strings.HasPrefix(n, base) {
+		return false
+	}
+	rest := n[len(base):]
+	return rest == "" || rest[0] == '.' || strings.HasPrefix(rest, "-signin-")
+}
+
 // stripLine returns line without the cookies whose name has prefix, the
 // others joined by "; ".
-func stripLine(line, prefix string) string {
+func stripLine(line string, match func(string) bool) string {
 	var b strings.Builder
 	b.Grow(len(line))
 	for line != "" {
@@ -357,7 +379,7 @@ func stripLine(line, prefix string) string {
 		if part == "" {
 			continue
 		}
-		if n, _, _ := parseCookiePair(part); strings.HasPrefix(n, prefix) {
+		if n, _, _ := parseCookiePair(part); match(n) {
 			continue
 		}
 		if b.Len() > 0 {

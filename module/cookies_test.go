@@ -578,3 +578,33 @@ func BenchmarkStripCookies(b *testing.B) {
 		}
 	})
 }
+
+// TestStripOwnCookiesKeepsApplicationCookies: the module removes its own
+// cookies from every request, but an application's cookie that merely
+// starts like them (logto_theme, logtoLang) is the application's and must
+// reach it.
+func TestStripOwnCookiesKeepsApplicationCookies(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		strip bool
+	}{
+		{"logto", true},
+		{"logto.1", true},
+		{"logto-signin-AbCdEfGhIjKl", true},
+		{"logto_theme", false},
+		{"logtoLang", false},
+		{"logto-settings", false},
+		{"__Host-logto", false}, // another base name, stripped by its own call
+		{"app", false},
+	} {
+		h := http.Header{"Cookie": {"keep=1; " + c.name + "=v"}}
+		stripOwnCookies(h, "logto")
+		got := strings.Join(h["Cookie"], "; ")
+		if stripped := !strings.Contains(got, c.name+"=v"); stripped != c.strip {
+			t.Errorf("%s: stripped=%v, want %v (Cookie %q)", c.name, stripped, c.strip, got)
+		}
+		if !strings.Contains(got, "keep=1") {
+			t.Errorf("%s: the unrelated cookie was removed: %q", c.name, got)
+		}
+	}
+}

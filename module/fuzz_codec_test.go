@@ -116,7 +116,7 @@ func FuzzStripCookies(f *testing.F) {
 			want = append(want, keptParts(line, prefix)...)
 		}
 		for _, line := range h["Cookie"] {
-			if lineHasPrefixed(line, prefix) {
+			if lineHasPrefixed(line, func(n string) bool { return strings.HasPrefix(n, prefix) }) {
 				t.Fatalf("%q still holds a %q cookie", line, prefix)
 			}
 			got = append(got, keptParts(line, prefix)...)

@@ -69,11 +69,17 @@ func isLoopback(hostport string) bool {
 // 401.
 func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	// Identity headers are set by us or not at all, for anonymous requests
-	// too: a client must never be able to supply its own.
+	// too: a client must never be able to supply its own. Only what an
+	// earlier logto handler of this request set is kept.
+	set, _ := caddyhttp.GetVar(r.Context(), headersVar).(map[string]bool)
 	for _, f := range h.headerUp {
-		r.Header.Del(f.name)
+		if !set[f.name] {
+			r.Header.Del(f.name)
+		}
 	}
-	r.Header.Del("Logto-ID-Token")
+	if !set[idTokenHeader] {
+		r.Header.Del(idTokenHeader)
+	}
 
 	cs := h.cookiesFor(r)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -132,17 +138,30 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	for _, f := range h.headerUp {
 		if v := repl.ReplaceAll(f.value, ""); v != "" {
 			r.Header.Set(f.name, v)
+			if set == nil {
+				set = map[string]bool{}
+				caddyhttp.SetVar(r.Context(), headersVar, set)
+			}
+			set[f.name] = true
 		}
 	}
 	return next.ServeHTTP(w, r)
 }
 
+// idTokenHeader is the header Logto's Protected App forwards the ID token
+// in; a client's copy is always removed, configured or not.
+var idTokenHeader = http.CanonicalHeaderKey("Logto-ID-Token")
+
+// headersVar names the request variable listing the identity headers a
+// logto handler set, so a later one does not remove them as the client's.
+const headersVar = "logto.headers_set"
+
 // stripModuleCookies removes the module's cookies from the request: they
 // are ours, never forwarded to what follows (a file server, an upstream
 // app, handle_errors).
 func (h *Handler) stripModuleCookies(r *http.Request) {
-	stripCookies(r.Header, h.cookie.secure.prefix)
-	stripCookies(r.Header, h.cookie.plain.prefix)
+	stripOwnCookies(r.Header, h.cookie.secure.prefix)
+	stripOwnCookies(r.Header, h.cookie.plain.prefix)
 }
 
 // errResponded tells the gate that a helper has written the response (a

@@ -51,8 +51,9 @@ type Handler struct {
 
 	// Base name of the module's cookies. On HTTPS (and on localhost) the
 	// session cookie is "__Host-<name>"; on plain HTTP it is "<name>".
-	// Every cookie whose name starts with it is removed from requests
-	// before they go upstream. Default: logto.
+	// Its chunks (<name>.1, ...) and sign-in attempts (<name>-signin-...)
+	// follow it. All of them are removed from every request before it goes
+	// on. Default: logto.
 	CookieName string `json:"cookie_name,omitempty"`
 
 	// Path under which the flow endpoints are served (sign-in, sign-up,
@@ -219,7 +220,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RevocationPoll == 0 {
 		h.RevocationPoll = caddy.Duration(10 * time.Second)
 	}
-	h.BaseURL = strings.TrimRight(h.BaseURL, "/")
+	// Expanded here (not per request) so Validate checks the real values.
+	h.BaseURL = strings.TrimRight(repl.ReplaceAll(h.BaseURL, ""), "/")
+	h.PostSignOutRedirect = repl.ReplaceAll(h.PostSignOutRedirect, "")
 	h.cookie = newCookieNames(h.CookieName)
 	h.paths = newFlowPaths(h.PathPrefix)
 
@@ -276,6 +279,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // Validate checks the configuration for values that can never work.
 func (h *Handler) Validate() error {
+	if !validCookieNameOpt(h.CookieName) {
+		return fmt.Errorf("logto: cookie_name %q must be letters, digits, - and _ (at most 64)", h.CookieName)
+	}
 	if h.Prompt != "" && !validConfigPrompt(h.Prompt) {
 		return fmt.Errorf("logto: prompt %q is not made of consent, login, none, select_account", h.Prompt)
 	}

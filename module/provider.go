@@ -54,14 +54,15 @@ type provider struct {
 	http      *http.Client
 	now       func() time.Time
 
-	mu        sync.Mutex
-	md        *metadata
-	verifier  *oidc.IDTokenVerifier
-	logout    *oidc.IDTokenVerifier
-	keys      *keySet
-	fetched   time.Time
-	failedAt  time.Time
-	lastError error
+	mu         sync.Mutex
+	md         *metadata
+	verifier   *oidc.IDTokenVerifier
+	logout     *oidc.IDTokenVerifier
+	keys       *keySet
+	fetched    time.Time
+	refreshing bool // a background refresh of a stale document runs
+	failedAt   time.Time
+	lastError  error
 }
 
 func newProvider(endpoint, appID, appSecret string, hc *http.Client) *provider {
@@ -88,21 +89,30 @@ func (p *provider) discover(ctx context.Context) (*metadata, *oidc.IDTokenVerifi
 	if p.md != nil && now.Sub(p.fetched) < discoveryTTL {
 		return p.md, p.verifier, nil
 	}
-	if p.lastError != nil && now.Sub(p.failedAt) < discoveryRetry {
-		if p.md != nil {
-			return p.md, p.verifier, nil
+	if p.md != nil {
+		// Stale but usable: answer now and refresh in the background, so
+		// no request waits on Logto (or hangs on it) for a document that
+		// practically never changes.
+		if !p.refreshing {
+			p.refreshing = true
+			go p.refreshDiscovery()
 		}
+		return p.md, p.verifier, nil
+	}
+	if p.lastError != nil && now.Sub(p.failedAt) < discoveryRetry {
 		return nil, nil, p.lastError
 	}
 	md, err := p.fetchMetadata(ctx)
 	if err != nil {
 		p.failedAt, p.lastError = now, err
-		if p.md != nil {
-			// A stale document beats none: existing sessions keep working.
-			return p.md, p.verifier, nil
-		}
 		return nil, nil, err
 	}
+	p.install(md)
+	return p.md, p.verifier, nil
+}
+
+// install makes md the discovery document in use. The caller holds p.mu.
+func (p *provider) install(md *metadata) {
 	if p.keys == nil || p.md == nil || p.md.JWKSURI != md.JWKSURI {
 		p.keys = newKeySet(md.JWKSURI, p.http, p.now)
 	}
@@ -121,8 +131,20 @@ func (p *provider) discover(ctx context.Context) (*metadata, *oidc.IDTokenVerifi
 		SupportedSigningAlgs: algs,
 		SkipExpiryCheck:      true,
 	})
-	p.md, p.fetched, p.lastError = md, now, nil
-	return p.md, p.verifier, nil
+	p.md, p.fetched, p.lastError = md, p.now(), nil
+}
+
+func (p *provider) refreshDiscovery() {
+	md, err := p.fetchMetadata(context.Background())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refreshing = false
+	if err != nil {
+		// Try again after discoveryRetry; the stale document serves on.
+		p.fetched = p.now().Add(-discoveryTTL + discoveryRetry)
+		return
+	}
+	p.install(md)
 }
 
 // logoutVerifier verifies back-channel logout tokens; call after discover.
