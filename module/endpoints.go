@@ -147,7 +147,11 @@ func (h *Handler) serveUser(w http.ResponseWriter, r *http.Request, cs *cookieSe
 	}
 	claims := userClaims(u.claims)
 	if h.needsUserinfo() {
-		if info, _, err := h.client.userinfo(r.Context(), u); err == nil {
+		info, nu, err := h.client.userinfo(r.Context(), u)
+		if nu != u {
+			h.writeSession(w, r.Header, cs, nu) // a refresh rotated it
+		}
+		if err == nil {
 			for k, v := range userClaims(info) {
 				if _, ok := claims[k]; !ok {
 					claims[k] = v
