@@ -108,6 +108,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	}
 	if u == nil {
 		if h.Pass || !protected {
+			repl.Map(anonymousPlaceholder)
 			return next.ServeHTTP(w, r)
 		}
 		if isNavigation(r) {
@@ -336,6 +337,16 @@ func (u *user) placeholder(key string) (any, bool) {
 		return v, true
 	}
 	return "", true
+}
+
+// anonymousPlaceholder makes the identity placeholders empty for a request
+// let through without a user, rather than unknown: respond and other
+// handlers that keep unknown placeholders would print "{http.auth.user.id}".
+func anonymousPlaceholder(key string) (any, bool) {
+	if strings.HasPrefix(key, "http.auth.user.") || strings.HasPrefix(key, "http.auth.logto.") {
+		return "", true
+	}
+	return nil, false
 }
 
 func errField(err error) zap.Field { return zap.Error(err) }

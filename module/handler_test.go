@@ -814,6 +814,11 @@ func TestGatePassMode(t *testing.T) {
 			if res.ph[k] != "" {
 				t.Errorf("{%s} = %q for an anonymous request", k, res.ph[k])
 			}
+			// Known and empty, not unknown: respond keeps unknown
+			// placeholders and would print "{http.auth.user.id}".
+			if !res.known[k] {
+				t.Errorf("{%s} is unknown for an anonymous request let through", k)
+			}
 		}
 		if v := res.nextReq.Header.Values("X-Auth-User"); len(v) != 0 {
 			t.Errorf("client's X-Auth-User forwarded: %q", v)
