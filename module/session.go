@@ -29,12 +29,15 @@ type session struct {
 // user is a decoded session with its claims, shared read-only between the
 // requests that present the same cookie.
 type user struct {
-	s      session
-	sub    string
-	id     any    // sub, boxed once for the placeholder
-	sid    string // Logto's sid claim, when the tenant sends it
-	idExp  int64  // ID token expiry, unix seconds
-	claims map[string]any
+	s     session
+	sub   string
+	id    any    // sub, boxed once for the placeholder
+	sid   string // Logto's sid claim, when the tenant sends it
+	idExp int64  // ID token expiry, unix seconds
+	// refreshAt is when the session is refreshed (a margin before idExp),
+	// computed once rather than on every request.
+	refreshAt int64
+	claims    map[string]any
 	// values are the claims as placeholder strings, computed once.
 	values map[string]any
 	// cookie is the sealed value this user was decoded from or sealed to.
@@ -70,6 +73,7 @@ func newUser(s session) (*user, error) {
 	u.sid, _ = claims["sid"].(string)
 	if exp, ok := claims["exp"].(json.Number); ok {
 		u.idExp, _ = exp.Int64()
+		u.refreshAt = u.idExp - refreshMargin(u)
 	}
 	u.values = placeholderValues(claims)
 	return u, nil

@@ -115,7 +115,7 @@ func refreshMargin(u *user) int64 {
 }
 
 func needsRefresh(u *user, now int64) bool {
-	return u.s.Refresh != "" && u.idExp != 0 && now >= u.idExp-refreshMargin(u)
+	return u.s.Refresh != "" && u.refreshAt != 0 && now >= u.refreshAt
 }
 
 // current returns the newest state of u's session, refreshing it through
