@@ -1,6 +1,7 @@
 package logto
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -240,4 +241,37 @@ func FuzzSafeReturn(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestThousandsOfAttemptCookies: a stranger can send any number of cookies
+// named like sign-in attempts. Pruning them (on a sign-in) or clearing them
+// (on sign-out) must look at a bounded number, not re-read the header per
+// name: 20 000 of them once cost 17 s of CPU and a response with 20 000
+// Set-Cookie lines.
+func TestThousandsOfAttemptCookies(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	var sb strings.Builder
+	for i := range 20000 {
+		if i > 0 {
+			sb.WriteString("; ")
+		}
+		fmt.Fprintf(&sb, "__Host-logto-signin-%012d=x", i)
+	}
+	for _, c := range []struct {
+		name, path string
+		opts       []reqOpt
+	}{
+		{"navigation", "/private", []reqOpt{navigation()}},
+		{"sign-out", "/logto/sign-out", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res := hx.serve(http.MethodGet, c.path, nil, append(c.opts, withHeader("Cookie", sb.String()))...)
+			if res.err != nil && res.status() >= 500 {
+				t.Fatalf("%s: %v", c.path, res.err)
+			}
+			if n := len(res.rec.Header().Values("Set-Cookie")); n > maxAttemptNames+2 {
+				t.Errorf("%s answered %d Set-Cookie lines for a hostile header, want at most %d", c.path, n, maxAttemptNames+2)
+			}
+		})
+	}
 }
