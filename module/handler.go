@@ -188,6 +188,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if endpoint == "" {
 		return errors.New("logto: endpoint is required")
 	}
+	if trimmed, ok := strings.CutSuffix(endpoint, "/oidc"); ok {
+		// A common slip: the issuer given for the endpoint. Logto's
+		// endpoint is the issuer without /oidc.
+		h.logger.Warn("logto: endpoint should not end in /oidc (that is the issuer); using the endpoint without it",
+			zap.String("endpoint", trimmed))
+		endpoint = trimmed
+	}
 	if !validBaseURL(endpoint, true) {
 		return fmt.Errorf("logto: endpoint %q is not an absolute http(s) URL such as https://your-tenant.logto.app", endpoint)
 	}
