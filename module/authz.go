@@ -216,10 +216,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 		switch {
 		case errors.Is(err, errSessionEnded):
 			h.clearSession(w, http.Header{"Cookie": cookies}, cs)
-			if isNavigation(r) {
-				r.Header["Cookie"] = cookies
-			}
-			if err := h.unauthenticated(w, r, cs); err != nil {
+			if err := h.signInFirst(w, r, cs, cookies); err != nil {
 				return nil, err
 			}
 			return nil, errResponded

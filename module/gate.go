@@ -111,12 +111,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 			repl.Map(anonymousPlaceholder)
 			return next.ServeHTTP(w, r)
 		}
-		if isNavigation(r) {
-			// A redirect: nothing runs after it, so the sign-in may see the
-			// request's attempt cookies to prune them.
-			r.Header["Cookie"] = cookies
-		}
-		return h.unauthenticated(w, r, cs)
+		return h.signInFirst(w, r, cs, cookies)
 	}
 
 	if protected && h.needsRequestAuth() {
@@ -156,6 +151,20 @@ var idTokenHeader = http.CanonicalHeaderKey("Logto-ID-Token")
 // headersVar names the request variable listing the identity headers a
 // logto handler set, so a later one does not remove them as the client's.
 const headersVar = "logto.headers_set"
+
+// signInFirst answers a request that needs a user it does not have. A
+// navigation's sign-in sees the request's own cookies (cookies, the Cookie
+// header before stripping) to prune earlier attempts; nothing runs after
+// its redirect, and should it fail, the cookies are stripped again before
+// the error goes to handle_errors.
+func (h *Handler) signInFirst(w http.ResponseWriter, r *http.Request, cs *cookieSet, cookies []string) error {
+	if cookies != nil {
+		r.Header["Cookie"] = cookies
+	}
+	err := h.unauthenticated(w, r, cs)
+	h.stripModuleCookies(r)
+	return err
+}
 
 // stripModuleCookies removes the module's cookies from the request: they
 // are ours, never forwarded to what follows (a file server, an upstream
