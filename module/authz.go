@@ -185,10 +185,15 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 	// deny is 403, unless the answer depended on userinfo Logto could not
 	// give: then it is Logto's outage (502), not the user's fault.
 	deny := func(reason string) error {
-		if infoErr != nil {
-			if errors.Is(infoErr, errSessionEnded) {
-				return caddyhttp.Error(http.StatusUnauthorized, infoErr)
+		switch {
+		case errors.Is(infoErr, errSessionEnded):
+			// Logto ended the session: sign in again, as for a route token.
+			h.clearSession(w, http.Header{"Cookie": cookies}, cs)
+			if err := h.signInFirst(w, r, cs, cookies); err != nil {
+				return err
 			}
+			return errResponded
+		case infoErr != nil:
 			return caddyhttp.Error(http.StatusBadGateway, infoErr)
 		}
 		return h.forbidden(u, reason)

@@ -31,12 +31,20 @@ func benchRequest(b *testing.B, cookie string) *http.Request {
 	return r
 }
 
-// serveBench runs the handler on a fresh replacer, as Caddy does per
-// request; the request's Cookie header is restored first, since the
-// handler strips our cookies from it.
+// benchContext is what Caddy gives each request: a fresh replacer and a
+// fresh map of request variables (reusing either would carry one
+// iteration's state, the signed-in user included, into the next).
+func benchContext(base *http.Request) *http.Request {
+	ctx := context.WithValue(base.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{})
+	return base.WithContext(ctx)
+}
+
+// serveBench runs the handler as Caddy does per request; the request's
+// Cookie header is restored first, since the handler strips our cookies
+// from it.
 func serveBench(b *testing.B, h *Handler, base *http.Request, cookies []string, w http.ResponseWriter, next caddyhttp.Handler) {
-	repl := caddy.NewReplacer()
-	r := base.WithContext(context.WithValue(base.Context(), caddy.ReplacerCtxKey, repl))
+	r := benchContext(base)
 	r.Header["Cookie"] = cookies
 	if err := h.ServeHTTP(w, r, next); err != nil {
 		b.Fatal(err)
@@ -82,16 +90,14 @@ func BenchmarkGateRedirect(b *testing.B) {
 }
 
 // BenchmarkGateRequestSetup is what the two benchmarks above spend outside
-// the handler (the replacer and the request copy), to subtract.
+// the handler (replacer, variables, request copy), to subtract.
 func BenchmarkGateRequestSetup(b *testing.B) {
 	base := benchRequest(b, "")
 	base = caddyhttp.PrepareRequest(base, caddy.NewReplacer(), httptest.NewRecorder(), nil)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		repl := caddy.NewReplacer()
-		r := base.WithContext(context.WithValue(base.Context(), caddy.ReplacerCtxKey, repl))
-		_ = r
+		_ = benchContext(base)
 	}
 }
 

@@ -51,7 +51,6 @@ type client struct {
 	logger   *zap.Logger
 	now      func() time.Time
 	poolKey  string
-	varKey   string // request variable handing the user between handlers
 }
 
 func acquireClient(ctx caddy.Context, cfg clientConfig, poll time.Duration, logger *zap.Logger) (*client, error) {
@@ -92,7 +91,6 @@ func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
 	}
 	c.revoked = newRevocations(logger)
 	c.poolKey = cfg.key()
-	c.varKey = "logto.user." + c.poolKey[:12]
 	return c, nil
 }
 

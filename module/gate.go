@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -68,37 +69,44 @@ func isLoopback(hostport string) bool {
 // session meets the rules), and otherwise sends it to sign in or answers
 // 401.
 func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	st, first := requestStateOf(r)
+	if !first {
+		// An earlier logto handler removed the module's cookies; this one
+		// sees what the client sent.
+		r.Header["Cookie"] = st.cookies
+	}
+
 	// Identity headers are set by us or not at all, for anonymous requests
 	// too: a client must never be able to supply its own. Only what an
 	// earlier logto handler of this request set is kept.
-	set, _ := caddyhttp.GetVar(r.Context(), headersVar).(map[string]bool)
 	for _, f := range h.headerUp {
-		if !set[f.name] {
+		if !st.headers.has(f.name) {
 			r.Header.Del(f.name)
 		}
 	}
-	if !set[idTokenHeader] {
+	if !st.headers.has(idTokenHeader) {
 		r.Header.Del(idTokenHeader)
 	}
 
 	cs := h.cookiesFor(r)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	// An earlier logto handler of the same application may have found the
-	// user already (a site-wide block and a stricter one for /admin): it has
-	// removed the cookies, so take the user it found.
-	u, _ := caddyhttp.GetVar(r.Context(), h.client.varKey).(*user)
-	if u == nil {
+	// user already (a site-wide block and a stricter one for /admin).
+	u := st.user
+	if u == nil || st.client != h.client {
 		if u = h.currentUser(w, r, cs); u != nil {
-			caddyhttp.SetVar(r.Context(), h.client.varKey, u)
-			repl.Map(u.placeholder)
+			st.client, st.user = h.client, u
 		}
 	}
+	if first {
+		// One provider per request, reading the state, so a later handler
+		// (or a refresh) that changes the user changes the placeholders.
+		repl.Map(st.placeholder)
+	}
 	// Removed now, so no path on from here (an error for handle_errors,
-	// which may proxy, included) carries them. The header's slice is
-	// replaced, not changed, so the original is kept for a sign-in that
-	// needs to see earlier attempts.
-	cookies := r.Header["Cookie"]
+	// which may proxy, included) carries them.
 	h.stripModuleCookies(r)
+
 	protected := true
 	if len(h.protect) > 0 {
 		var err error
@@ -108,20 +116,20 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	}
 	if u == nil {
 		if h.Pass || !protected {
-			repl.Map(anonymousPlaceholder)
 			return next.ServeHTTP(w, r)
 		}
-		return h.signInFirst(w, r, cs, cookies)
+		return h.signInFirst(w, r, cs, st.cookies)
 	}
 
 	if protected && h.needsRequestAuth() {
-		ra, err := h.authorize(w, r, repl, cs, u, cookies)
+		ra, err := h.authorize(w, r, repl, cs, u, st.cookies)
 		if errors.Is(err, errResponded) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
+		st.user = ra.u // a refresh may have replaced it
 		// Set, not mapped: a later, more specific logto handler's token
 		// replaces this one's.
 		if ra.token != "" {
@@ -134,11 +142,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	for _, f := range h.headerUp {
 		if v := repl.ReplaceAll(f.value, ""); v != "" {
 			r.Header.Set(f.name, v)
-			if set == nil {
-				set = map[string]bool{}
-				caddyhttp.SetVar(r.Context(), headersVar, set)
-			}
-			set[f.name] = true
+			st.headers.add(f.name)
 		}
 	}
 	return next.ServeHTTP(w, r)
@@ -148,9 +152,82 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 // in; a client's copy is always removed, configured or not.
 var idTokenHeader = http.CanonicalHeaderKey("Logto-ID-Token")
 
-// headersVar names the request variable listing the identity headers a
-// logto handler set, so a later one does not remove them as the client's.
-const headersVar = "logto.headers_set"
+// requestState is what the logto handlers of one request share: several
+// blocks may match a request (a site-wide pass block and a stricter one for
+// /admin), and the first one removes the cookies the others need.
+type requestState struct {
+	cookies []string // the Cookie header as the client sent it
+	client  *client  // the application user belongs to
+	user    *user    // the signed-in user, or nil
+	headers nameSet  // identity headers logto handlers set
+}
+
+// nameSet is a small set of header names that does not allocate for the
+// few a configuration sets.
+type nameSet struct {
+	fixed [4]string
+	n     int
+	more  []string
+}
+
+func (s *nameSet) has(name string) bool {
+	for i := range s.n {
+		if s.fixed[i] == name {
+			return true
+		}
+	}
+	return slices.Contains(s.more, name)
+}
+
+func (s *nameSet) add(name string) {
+	if s.has(name) {
+		return
+	}
+	if s.n < len(s.fixed) {
+		s.fixed[s.n] = name
+		s.n++
+		return
+	}
+	s.more = append(s.more, name)
+}
+
+// stateVar names the request variable holding the requestState.
+const stateVar = "logto.request"
+
+// requestStateOf returns the request's state, creating it (first is true)
+// for the first logto handler of the request.
+func requestStateOf(r *http.Request) (st *requestState, first bool) {
+	if st, ok := caddyhttp.GetVar(r.Context(), stateVar).(*requestState); ok {
+		return st, false
+	}
+	st = &requestState{cookies: r.Header["Cookie"]}
+	caddyhttp.SetVar(r.Context(), stateVar, st)
+	return st, true
+}
+
+// String keeps {http.vars.logto.request} from printing cookies or tokens.
+func (st *requestState) String() string { return "" }
+
+// placeholder serves {http.auth.user.*} and {http.auth.logto.*}. For a
+// request without a user they are empty, not unknown: respond and other
+// handlers that keep unknown placeholders would print "{http.auth.user.id}".
+func (st *requestState) placeholder(key string) (any, bool) {
+	if u := st.user; u != nil {
+		if v, ok := u.placeholder(key); ok {
+			return v, true
+		}
+	}
+	if strings.HasPrefix(key, "http.auth.user.") || strings.HasPrefix(key, "http.auth.logto.") {
+		return "", true
+	}
+	return nil, false
+}
+
+// ownsCookie reports whether a cookie is one of the module's, under either
+// name (HTTPS or plain HTTP): one pass over the header strips both.
+func (h *Handler) ownsCookie(name string) bool {
+	return ownsCookie(name, h.cookie.secure.prefix) || ownsCookie(name, h.cookie.plain.prefix)
+}
 
 // signInFirst answers a request that needs a user it does not have. A
 // navigation's sign-in sees the request's own cookies (cookies, the Cookie
@@ -170,8 +247,7 @@ func (h *Handler) signInFirst(w http.ResponseWriter, r *http.Request, cs *cookie
 // are ours, never forwarded to what follows (a file server, an upstream
 // app, handle_errors).
 func (h *Handler) stripModuleCookies(r *http.Request) {
-	stripOwnCookies(r.Header, h.cookie.secure.prefix)
-	stripOwnCookies(r.Header, h.cookie.plain.prefix)
+	stripMatching(r.Header, h.ownsCookie)
 }
 
 // errResponded tells the gate that a helper has written the response (a
@@ -346,16 +422,6 @@ func (u *user) placeholder(key string) (any, bool) {
 		return v, true
 	}
 	return "", true
-}
-
-// anonymousPlaceholder makes the identity placeholders empty for a request
-// let through without a user, rather than unknown: respond and other
-// handlers that keep unknown placeholders would print "{http.auth.user.id}".
-func anonymousPlaceholder(key string) (any, bool) {
-	if strings.HasPrefix(key, "http.auth.user.") || strings.HasPrefix(key, "http.auth.logto.") {
-		return "", true
-	}
-	return nil, false
 }
 
 func errField(err error) zap.Field { return zap.Error(err) }

@@ -41,9 +41,10 @@ type keySet struct {
 	http *http.Client
 	now  func() time.Time
 
-	mu     sync.Mutex
-	keys   *oidc.StaticKeySet
-	recent []time.Time // fetches within refetchWindow
+	fetching sync.Mutex // one fetch at a time, without blocking readers
+	mu       sync.Mutex // guards keys and recent
+	keys     *oidc.StaticKeySet
+	recent   []time.Time // fetches within refetchWindow
 }
 
 func newKeySet(url string, hc *http.Client, now func() time.Time) *keySet {
@@ -77,9 +78,11 @@ func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error
 // refetch fetches the keys unless another caller already replaced seen or
 // the last fetch is too recent; it returns the keys to try.
 func (k *keySet) refetch(ctx context.Context, seen *oidc.StaticKeySet) (*oidc.StaticKeySet, error) {
+	k.fetching.Lock()
+	defer k.fetching.Unlock()
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	if k.keys != seen {
+		defer k.mu.Unlock()
 		return k.keys, nil // fetched meanwhile
 	}
 	now := k.now()
@@ -91,18 +94,25 @@ func (k *keySet) refetch(ctx context.Context, seen *oidc.StaticKeySet) (*oidc.St
 	}
 	k.recent = recent
 	if len(k.recent) >= refetchBurst {
+		defer k.mu.Unlock()
 		if k.keys == nil {
 			return nil, fmt.Errorf("%w: keys could not be fetched; retrying later", errUnavailable)
 		}
 		return nil, nil
 	}
-	keys, err := fetchJWKS(ctx, k.http, k.url)
 	k.recent = append(k.recent, now)
+	k.mu.Unlock()
+
+	// Readers keep verifying with the keys at hand meanwhile.
+	keys, err := fetchJWKS(ctx, k.http, k.url)
 	if err != nil {
 		return nil, err
 	}
-	k.keys = &oidc.StaticKeySet{PublicKeys: keys}
-	return k.keys, nil
+	set := &oidc.StaticKeySet{PublicKeys: keys}
+	k.mu.Lock()
+	k.keys = set
+	k.mu.Unlock()
+	return set, nil
 }
 
 // jwk is the part of a JSON Web Key (RFC 7517) the module reads.

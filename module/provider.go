@@ -104,7 +104,9 @@ func (p *provider) discover(ctx context.Context) (*metadata, *oidc.IDTokenVerifi
 	}
 	md, err := p.fetchMetadata(ctx)
 	if err != nil {
-		p.failedAt, p.lastError = now, err
+		// Timed from the end of the attempt: callers that waited for it
+		// get its answer instead of each trying (and waiting) again.
+		p.failedAt, p.lastError = p.now(), err
 		return nil, nil, err
 	}
 	p.install(md)
