@@ -34,8 +34,8 @@ const (
 var errBadSignature = errors.New("logto: signature does not verify with the tenant's keys")
 
 // keySet is Logto's JWKS as an oidc.KeySet: fetched on first use, fetched
-// again when a signature does not verify (key rotation), at most once per
-// minRefetch.
+// again when a signature does not verify (key rotation), at most
+// refetchBurst times per refetchWindow.
 type keySet struct {
 	url  string
 	http *http.Client
