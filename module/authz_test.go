@@ -1,6 +1,7 @@
 package logto
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -233,4 +234,33 @@ func TestStackedHandlers(t *testing.T) {
 	}
 	anon := serve(newBrowser(), navigation())
 	site.mustRedirectToAuth(t, anon)
+}
+
+// TestStackedHandlersPruneAttempts: with a site-wide pass block first (it
+// strips the module's cookies) and a protected block after it, the block
+// that starts the sign-in must still see the browser's earlier attempts to
+// prune them; otherwise one more attempt cookie piles up per visit.
+func TestStackedHandlersPruneAttempts(t *testing.T) {
+	idp := newFakeIdP(t)
+	site := newHarness(t, idp, func(h *Handler) { h.Pass = true })
+	private := newHarness(t, idp, nil)
+	tabs := newBrowser()
+	for range 3 * maxAttempts {
+		r, _, w := newRequest(http.MethodGet, "/private", nil, tabs.send, navigation())
+		// Caddy gives each request its variables, which the handlers
+		// share their state through.
+		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+		res := &result{rec: w, ph: map[string]string{}, known: map[string]bool{}}
+		res.err = site.h.ServeHTTP(w, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			return private.h.ServeHTTP(w, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+				t.Fatal("an anonymous request reached the protected content")
+				return nil
+			}))
+		}))
+		private.mustRedirectToAuth(t, res)
+		tabs.absorb(t, res)
+	}
+	if n := len(tabs.names(sessionCookie + "-signin-")); n > maxAttempts {
+		t.Errorf("%d attempt cookies after %d anonymous visits through stacked blocks, want at most %d", n, 3*maxAttempts, maxAttempts)
+	}
 }
