@@ -228,12 +228,6 @@ func stripCookies(h http.Header, prefix string) {
 	stripMatching(h, func(n string) bool { return strings.HasPrefix(n, prefix) })
 }
 
-// stripOwnCookies removes the module's cookies of one base name (see
-// ownsCookie) the way stripCookies removes a prefix.
-func stripOwnCookies(h http.Header, base string) {
-	stripMatching(h, func(n string) bool { return ownsCookie(n, base) })
-}
-
 func stripMatching(h http.Header, match func(string) bool) {
 	lines := h["Cookie"]
 	first := -1

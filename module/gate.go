@@ -426,9 +426,6 @@ func (u *user) placeholder(key string) (any, bool) {
 
 func errField(err error) zap.Field { return zap.Error(err) }
 
-// String is what {http.vars.*} shows of the user handed between handlers:
-// the user id, never tokens.
-func (u *user) String() string { return u.sub }
 
 // headerField is a request header set for the handlers that follow.
 type headerField struct{ name, value string }
