@@ -426,6 +426,5 @@ func (u *user) placeholder(key string) (any, bool) {
 
 func errField(err error) zap.Field { return zap.Error(err) }
 
-
 // headerField is a request header set for the handlers that follow.
 type headerField struct{ name, value string }
