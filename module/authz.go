@@ -286,5 +286,3 @@ func intersects(have, want []string) bool {
 	}
 	return false
 }
-
-func splitFields(s string) []string { return strings.Fields(s) }

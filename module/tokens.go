@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -298,10 +299,10 @@ func (c *client) accessTokenFor(ctx context.Context, u *user, key tokenKey) (acc
 	at.renew = at.exp - margin
 	if claims, err := jwtClaims(tr.AccessToken); err == nil {
 		if s, ok := claims["scope"].(string); ok {
-			at.scopes = splitFields(s)
+			at.scopes = strings.Fields(s)
 		}
 	} else if tr.Scope != "" {
-		at.scopes = splitFields(tr.Scope)
+		at.scopes = strings.Fields(tr.Scope)
 	}
 	ls.tokMu.Lock()
 	if ls.tokens == nil {
