@@ -74,6 +74,7 @@ type revocations struct {
 	stopped chan struct{}
 	started bool
 	jtis    map[string]int64 // logout token ids seen, until they expire
+	pending []pendingWrite   // failed storage writes, retried on every poll
 }
 
 func newRevocations(logger *zap.Logger) *revocations {
@@ -145,6 +146,7 @@ func (rv *revocations) load() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	rv.retryPending(ctx, st)
 	keys, err := st.List(ctx, prefix, false)
 	if err != nil {
 		if !isNotExist(err) {
@@ -277,8 +279,8 @@ func (rv *revocations) add(ctx context.Context, kind revokeKind, value string, u
 	b, _ := json.Marshal(e)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := st.Store(ctx, key, b); err != nil {
-		rv.logger.Error("cannot write the logout list to storage; other instances will not see this logout", errField(err))
+	if err := rv.storeOrRetry(ctx, st, key, b, time.Unix(until, 0)); err != nil {
+		rv.logger.Error("cannot write the logout list to storage; other instances will see this logout once a retry lands", errField(err))
 		return
 	}
 	rv.mu.Lock()
@@ -336,8 +338,8 @@ func (rv *revocations) seenJTI(ctx context.Context, jti string, until int64) boo
 	if st.Exists(ctx, key) {
 		return true
 	}
-	if err := st.Store(ctx, key, []byte(strconv.FormatInt(until, 10))); err != nil {
-		rv.logger.Warn("cannot record a logout token id in storage; other instances could accept a replay", errField(err))
+	if err := rv.storeOrRetry(ctx, st, key, []byte(strconv.FormatInt(until, 10)), time.Unix(until, 0)); err != nil {
+		rv.logger.Warn("cannot record a logout token id in storage yet; other instances could accept a replay until a retry lands", errField(err))
 	}
 	return false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"time"
 )
 
@@ -26,33 +27,57 @@ func (c *client) handoffKey(refresh string) string {
 	return c.revoked.storagePrefix() + "/rotated/" + hex.EncodeToString(sum[:16])
 }
 
-// adoptRotated returns the newer state another instance stored for u's
-// refresh token, or nil.
-func (c *client) adoptRotated(ctx context.Context, u *user) *user {
+// maxHandoffHops bounds how many rotations adoptRotated follows: a cookie
+// that missed several rotations (a tab left open while other instances
+// refreshed) is mapped to the newest state, not the next one, whose token
+// was rotated away too.
+const maxHandoffHops = 16
+
+// errStorageUnavailable: storage could not say whether another instance
+// rotated the session's refresh token. Presenting the token anyway could
+// make Logto revoke the whole grant, so the refresh waits, as when Logto
+// itself is unreachable.
+var errStorageUnavailable = fmt.Errorf("%w: storage unreachable, cannot check for a rotated refresh token", errUnavailable)
+
+// adoptRotated returns the newest state other instances stored for u's
+// refresh token, or nil when it was not rotated elsewhere.
+func (c *client) adoptRotated(ctx context.Context, u *user) (*user, error) {
 	st := c.revoked.storageBackend()
 	if st == nil || u.s.Refresh == "" {
-		return nil
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	b, err := st.Load(ctx, c.handoffKey(u.s.Refresh))
-	if err != nil {
-		return nil
+	var adopted *user
+	for range maxHandoffHops {
+		b, err := st.Load(ctx, c.handoffKey(u.s.Refresh))
+		if err != nil {
+			if isNotExist(err) {
+				break
+			}
+			c.logger.Warn("cannot read rotated refresh tokens from storage; the session's refresh waits", errField(err))
+			return nil, errStorageUnavailable
+		}
+		plain, err := c.sessions.Open(handoffAAD, string(b))
+		if err != nil {
+			break
+		}
+		nu, err := decodeUser(plain)
+		if err != nil || nu.s.ID != u.s.ID || nu.s.Gen <= u.s.Gen || nu.s.Refresh == u.s.Refresh {
+			break
+		}
+		adopted, u = nu, nu
 	}
-	plain, err := c.sessions.Open(handoffAAD, string(b))
-	if err != nil {
-		return nil
+	if adopted == nil {
+		return nil, nil
 	}
-	nu, err := decodeUser(plain)
-	if err != nil || nu.s.ID != u.s.ID || nu.s.Gen <= u.s.Gen || nu.s.Refresh == u.s.Refresh {
-		return nil
-	}
-	nu.cookie = c.sessions.Seal(sessionAAD, nu.encode())
-	c.users.put(nu.cookie, nu)
-	return nu
+	adopted.cookie = c.sessions.Seal(sessionAAD, adopted.encode())
+	c.users.put(adopted.cookie, adopted)
+	return adopted, nil
 }
 
-// publishRotated stores the state that replaced oldRefresh.
+// publishRotated stores the state that replaced oldRefresh. A write that
+// fails is retried on every poll of the logout list until it lands.
 func (c *client) publishRotated(ctx context.Context, oldRefresh string, nu *user) {
 	st := c.revoked.storageBackend()
 	if st == nil {
@@ -61,8 +86,8 @@ func (c *client) publishRotated(ctx context.Context, oldRefresh string, nu *user
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	sealed := c.sessions.Seal(handoffAAD, nu.encode())
-	if err := st.Store(ctx, c.handoffKey(oldRefresh), []byte(sealed)); err != nil {
-		c.logger.Warn("cannot share a rotated refresh token through storage; other instances may lose this session", errField(err))
+	if err := c.revoked.storeOrRetry(ctx, st, c.handoffKey(oldRefresh), []byte(sealed), c.now().Add(handoffTTL)); err != nil {
+		c.logger.Warn("cannot share a rotated refresh token through storage yet; retrying until it lands", errField(err))
 	}
 }
 

@@ -176,11 +176,15 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 	// away: Logto may have rotated the token already, and the new one must
 	// not be lost.
 	ctx = context.WithoutCancel(ctx)
-	if nu := c.adoptRotated(ctx, u); nu != nil {
+	adopted, err := c.adoptRotated(ctx, u)
+	if err != nil {
+		return nil, nil, err
+	}
+	if adopted != nil {
 		// Another instance rotated this token already: take its result
 		// rather than present the old token and lose the grant.
-		ls.cur.Store(nu)
-		u = nu
+		ls.cur.Store(adopted)
+		u = adopted
 		if key == (tokenKey{}) && !needsRefresh(u, c.now().Unix()) {
 			return u, &tokenResponse{}, nil
 		}
