@@ -39,6 +39,24 @@ need_chromium() {
 	fi
 }
 
+# inci_fail fails with CI set; elsewhere it only warns.
+inci_fail() {
+	case "${CI:-}" in
+	"" | 0 | false) log "$1: the tests that need it will be skipped" ;;
+	*) log "$1 and CI is set"; return 1 ;;
+	esac
+}
+
+# need_redis installs Debian's redis-server for the cluster tests (which
+# start their own on 127.0.0.1, with no config from /etc).
+need_redis() {
+	if ! command -v redis-server >/dev/null 2>&1; then
+		log "installing Debian's redis-server for the cluster tests"
+		# Without it the cluster tests skip, except in CI, where they fail.
+		apt_install redis-server || inci_fail "redis-server is missing"
+	fi
+}
+
 # build_caddy builds Caddy with the module into .ci/bin/caddy.
 build_caddy() {
 	local root; root=$(repo_root)

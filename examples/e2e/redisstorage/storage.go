@@ -31,8 +31,15 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(Storage{})
+	caddy.RegisterModule((*Storage)(nil))
+	// go-redis prints every failed dial to stderr; the errors reach the
+	// callers (and Caddy's log) anyway.
+	redis.SetLogger(quiet{})
 }
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 // Storage keeps Caddy's storage in Redis.
 type Storage struct {
@@ -51,7 +58,7 @@ type Storage struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (Storage) CaddyModule() caddy.ModuleInfo {
+func (*Storage) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "caddy.storage.e2e_redis",
 		New: func() caddy.Module { return new(Storage) },
@@ -234,7 +241,7 @@ func (s *Storage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, erro
 		}
 		return info, nil
 	}
-	under, err := s.client.ZRangeByLex(ctx, s.indexKey(), lexRange(key, 1)).Result()
+	under, err := s.client.ZRangeArgs(ctx, s.lexRange(key, 1)).Result()
 	if err != nil {
 		return certmagic.KeyInfo{}, err
 	}
@@ -246,21 +253,20 @@ func (s *Storage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, erro
 
 // under lists every stored key below dir.
 func (s *Storage) under(ctx context.Context, dir string) ([]string, error) {
-	return s.client.ZRangeByLex(ctx, s.indexKey(), lexRange(dir, 0)).Result()
+	return s.client.ZRangeArgs(ctx, s.lexRange(dir, 0)).Result()
 }
 
 // lexRange selects the keys that start with dir + "/" (every key for the
 // root), at most count of them when count > 0.
-func lexRange(dir string, count int64) *redis.ZRangeBy {
+func (s *Storage) lexRange(dir string, count int64) redis.ZRangeArgs {
 	p := dirPrefix(dir)
-	r := &redis.ZRangeBy{Min: "[" + p, Max: "+"}
-	if p != "" {
+	r := redis.ZRangeArgs{Key: s.indexKey(), ByLex: true, Start: "[" + p, Stop: "+", Count: count}
+	if p == "" {
+		r.Start = "-"
+	} else {
 		// "0" is the byte after "/": the range ends before keys that merely
 		// share the name's first letters ("dir0", "dir-x").
-		r.Max = "(" + strings.TrimSuffix(p, "/") + "0"
-	}
-	if count > 0 {
-		r.Count = count
+		r.Stop = "(" + strings.TrimSuffix(p, "/") + "0"
 	}
 	return r
 }
