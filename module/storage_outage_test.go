@@ -172,3 +172,34 @@ func TestRotationHandoffFollowsChain(t *testing.T) {
 		t.Fatalf("Logto refused (a rotated token presented again): %v", r)
 	}
 }
+
+// TestStorageOutageRouteTokenWaits: a route whose API token must be
+// renewed while storage is down answers 502 rather than present a refresh
+// token another instance may have rotated; once storage is back it works.
+func TestStorageOutageRouteTokenWaits(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.rotate = true
+	secret := randomString(24)
+	a := newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret}; h.TokenResource = testAPI })
+	st := &flakyStorage{Storage: a.h.client.revoked.storageBackend()}
+	a.h.client.revoked.mu.Lock()
+	a.h.client.revoked.storage = st
+	a.h.client.revoked.mu.Unlock()
+	br := a.signedIn()
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	grants := idp.refreshGrants.Load()
+
+	st.down.Store(true)
+	a.clock.Advance(2 * time.Hour)
+	a.serve(http.MethodGet, "/", br, fetchAPI()).mustHandlerError(t, http.StatusBadGateway)
+	if n := idp.refreshGrants.Load(); n != grants {
+		t.Errorf("%d refresh grants while storage was down, want 0", n-grants)
+	}
+
+	st.down.Store(false)
+	a.clock.Advance(refreshRetry + time.Second)
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	if r := idp.tokenRefusals(); len(r) != 0 {
+		t.Fatalf("Logto refused: %v", r)
+	}
+}
