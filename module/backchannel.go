@@ -26,6 +26,17 @@ const backchannelEvent = "http://schemas.openid.net/event/backchannel-logout"
 // maxLogoutTokenAge bounds how old (by iat) a logout token may be.
 const maxLogoutTokenAge = 5 * time.Minute
 
+// Bounds of the back-channel endpoint's input. Logto's logout tokens are
+// under 1 KiB; the body is a form with that one field.
+const (
+	maxLogoutBody  = 8 << 10
+	maxLogoutToken = 4 << 10
+)
+
+// logoutSlots bounds how many logout tokens are verified at once, process
+// wide.
+var logoutSlots = make(chan struct{}, 2)
+
 // revokeKind says what a revocation names.
 type revokeKind string
 
@@ -33,6 +44,10 @@ const (
 	revokeSession revokeKind = "session" // our session id (sign-out)
 	revokeSub     revokeKind = "sub"     // every session of a user created before the logout
 	revokeSID     revokeKind = "sid"     // every session bound to Logto's session id
+	// revokeSubNoSID: the user's sessions created before the logout whose ID
+	// token names no sid. A logout token with both sid and sub ends those
+	// too, since no sid can ever match them.
+	revokeSubNoSID revokeKind = "sub-without-sid"
 )
 
 // revocation is one entry of the logout list, as kept in Caddy's storage.
@@ -49,9 +64,11 @@ type revSet struct {
 	sessions, subs, sids map[string]revEntry
 }
 
-// revEntry: sessions created at or before at (unix ms) are ended; the entry
-// is dropped after until (unix s), when no session it names can exist.
-type revEntry struct{ at, until int64 }
+// revEntry: sessions created at or before at (unix ms) are ended, and for
+// a user (subs) also those created at or before noSID whose ID token has no
+// sid; the entry is dropped after until (unix s), when no session it names
+// can exist.
+type revEntry struct{ at, noSID, until int64 }
 
 func (s *revSet) empty() bool {
 	return len(s.sessions) == 0 && len(s.subs) == 0 && len(s.sids) == 0
@@ -65,15 +82,24 @@ type revocations struct {
 	logger *zap.Logger
 	set    atomic.Pointer[revSet]
 
-	mu      sync.Mutex
-	storage certmagic.Storage
-	base    string          // this application's storage folder
-	prefix  string          // its logout list
+	// store is where the list lives in Caddy's storage. Refreshes read it
+	// (rotation handoffs) and must never wait for mu, which is held while a
+	// big list is rebuilt.
+	store atomic.Pointer[revStore]
+
+	mu      sync.Mutex      // guards what follows, and serialises merges
 	known   map[string]bool // storage keys already loaded
 	poll    time.Duration
 	stopped chan struct{}
 	started bool
 	jtis    map[string]int64 // logout token ids seen, until they expire
+}
+
+// revStore is the storage an application's logout list lives in.
+type revStore struct {
+	storage certmagic.Storage
+	base    string // this application's storage folder
+	prefix  string // its logout list
 }
 
 func newRevocations(logger *zap.Logger) *revocations {
@@ -87,28 +113,38 @@ func (rv *revocations) attach(ctx caddy.Context, appID string, poll time.Duratio
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
 	sum := sha256.Sum256([]byte(appID))
-	rv.base = "logto/" + hex.EncodeToString(sum[:8])
-	rv.prefix = rv.base + "/revoked"
-	rv.storage = storageOf(ctx)
+	base := "logto/" + hex.EncodeToString(sum[:8])
+	st := storageOf(ctx)
+	rv.store.Store(&revStore{storage: st, base: base, prefix: base + "/revoked"})
 	if poll > 0 && (rv.poll == 0 || poll < rv.poll) {
 		rv.poll = poll
 	}
-	if !rv.started && rv.storage != nil {
+	if !rv.started && st != nil {
 		rv.started = true
 		go rv.follow()
 	}
 }
 
 func (rv *revocations) storageBackend() certmagic.Storage {
-	rv.mu.Lock()
-	defer rv.mu.Unlock()
-	return rv.storage
+	if s := rv.store.Load(); s != nil {
+		return s.storage
+	}
+	return nil
 }
 
 func (rv *revocations) storagePrefix() string {
-	rv.mu.Lock()
-	defer rv.mu.Unlock()
-	return rv.base
+	if s := rv.store.Load(); s != nil {
+		return s.base
+	}
+	return ""
+}
+
+// where returns the storage, the application's folder and its logout list.
+func (rv *revocations) where() (certmagic.Storage, string, string) {
+	if s := rv.store.Load(); s != nil {
+		return s.storage, s.base, s.prefix
+	}
+	return nil, "", ""
 }
 
 func (rv *revocations) stop() {
@@ -137,9 +173,7 @@ func (rv *revocations) follow() {
 
 // load reads entries other instances stored and drops expired ones.
 func (rv *revocations) load() {
-	rv.mu.Lock()
-	st, prefix := rv.storage, rv.prefix
-	rv.mu.Unlock()
+	st, _, prefix := rv.where()
 	if st == nil {
 		return
 	}
@@ -198,9 +232,7 @@ func (rv *revocations) load() {
 // sweepHandoffs deletes rotation handoff and logout token id records past
 // their use.
 func (rv *revocations) sweepHandoffs(ctx context.Context, st certmagic.Storage) {
-	rv.mu.Lock()
-	base := rv.base
-	rv.mu.Unlock()
+	_, base, _ := rv.where()
 	for dir, ttl := range map[string]time.Duration{
 		base + "/rotated":    handoffTTL,
 		base + "/logout-jti": maxLogoutTokenAge + 2*time.Minute,
@@ -221,11 +253,20 @@ func isNotExist(err error) bool {
 	return errors.Is(err, fs.ErrNotExist)
 }
 
-// merge adds entries to the in-memory snapshot, dropping expired ones.
-func (rv *revocations) merge(entries ...revocation) {
+// merge adds entries to the in-memory snapshot, dropping expired ones. It
+// reports whether a session entry was new (for one entry: whether to store
+// it). Rebuilding copies the list, so it happens under mu, which nothing on
+// a request's path (the gate reads the snapshot without locks, refreshes
+// use store) waits for.
+func (rv *revocations) merge(entries ...revocation) (added bool) {
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
 	old := rv.set.Load()
+	if len(entries) == 1 && entries[0].Kind == revokeSession {
+		if _, ok := old.sessions[entries[0].Value]; ok {
+			return false
+		}
+	}
 	now := time.Now().Unix()
 	next := &revSet{sessions: map[string]revEntry{}, subs: map[string]revEntry{}, sids: map[string]revEntry{}}
 	copyLive := func(dst, src map[string]revEntry) {
@@ -243,30 +284,42 @@ func (rv *revocations) merge(entries ...revocation) {
 		switch e.Kind {
 		case revokeSession:
 			m = next.sessions
-		case revokeSub:
+		case revokeSub, revokeSubNoSID:
 			m = next.subs
 		case revokeSID:
 			m = next.sids
 		default:
 			continue
 		}
-		if cur := m[e.Value]; e.At > cur.at {
-			m[e.Value] = revEntry{at: e.At, until: max(e.Until, cur.until)}
+		cur := m[e.Value]
+		switch {
+		case e.Kind == revokeSubNoSID && e.At > cur.noSID:
+			cur.noSID = e.At
+		case e.Kind != revokeSubNoSID && e.At > cur.at:
+			cur.at = e.At
+		default:
+			continue
 		}
+		cur.until = max(e.Until, cur.until)
+		m[e.Value] = cur
+		added = true
 	}
 	rv.set.Store(next)
+	return added
 }
 
 // add records a logout here at once and in storage for the other instances.
+// A session already on the list is not added again: repeated sign-outs of
+// one cookie must not grow the list, in memory or in storage.
 func (rv *revocations) add(ctx context.Context, kind revokeKind, value string, until int64) {
 	if value == "" {
 		return
 	}
 	e := revocation{Kind: kind, Value: value, At: time.Now().UnixMilli(), Until: until}
-	rv.merge(e)
-	rv.mu.Lock()
-	st, prefix := rv.storage, rv.prefix
-	rv.mu.Unlock()
+	if !rv.merge(e) {
+		return
+	}
+	st, _, prefix := rv.where()
 	if st == nil {
 		return
 	}
@@ -296,7 +349,7 @@ func (rv *revocations) has(u *user) bool {
 	if _, ok := s.sessions[u.s.ID]; ok {
 		return true
 	}
-	if e, ok := s.subs[u.sub]; ok && u.s.Created <= e.at {
+	if e, ok := s.subs[u.sub]; ok && (u.s.Created <= e.at || u.sid == "" && u.s.Created <= e.noSID) {
 		return true
 	}
 	if u.sid != "" {
@@ -324,8 +377,8 @@ func (rv *revocations) seenJTI(ctx context.Context, jti string, until int64) boo
 		return true
 	}
 	rv.jtis[jti] = until
-	st, base := rv.storage, rv.base
 	rv.mu.Unlock()
+	st, base, _ := rv.where()
 	if st == nil {
 		return false
 	}
@@ -346,13 +399,22 @@ func (rv *revocations) seenJTI(ctx context.Context, jti string, until int64) boo
 // names, here and, through storage, on every instance.
 func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Cache-Control", "no-store")
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	r.Body = http.MaxBytesReader(w, r.Body, maxLogoutBody)
 	if err := r.ParseForm(); err != nil {
 		return h.badLogout("body is not a form")
 	}
 	token := r.PostForm.Get("logout_token")
-	if token == "" || len(token) > 16<<10 {
+	if token == "" || len(token) > maxLogoutToken {
 		return h.badLogout("no logout_token")
+	}
+	// Anyone may post here: at most a few tokens are checked at a time, so
+	// a flood of forgeries (each costs a signature check when it names the
+	// tenant's kid) takes a bounded share of the CPU. The others wait.
+	select {
+	case logoutSlots <- struct{}{}:
+		defer func() { <-logoutSlots }()
+	case <-r.Context().Done():
+		return caddyhttp.Error(http.StatusServiceUnavailable, r.Context().Err())
 	}
 	_, _, err := h.client.idp.discover(r.Context())
 	if err != nil {
@@ -396,8 +458,11 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) erro
 	if claims.SID != "" {
 		h.client.revoked.add(ctx, revokeSID, claims.SID, until)
 	}
-	if claims.Sub != "" && claims.SID == "" {
+	switch {
+	case claims.Sub != "" && claims.SID == "":
 		h.client.revoked.add(ctx, revokeSub, claims.Sub, until)
+	case claims.Sub != "":
+		h.client.revoked.add(ctx, revokeSubNoSID, claims.Sub, until)
 	}
 	h.logger.Info("back-channel logout received", zap.String("user_id", claims.Sub), zap.Bool("sid", claims.SID != ""))
 	w.WriteHeader(http.StatusOK)
