@@ -48,6 +48,8 @@ type client struct {
 	users    *userCache
 	live     *liveSessions
 	revoked  *revocations
+	blocks   appBlocks
+	verified *verifiedTokens
 	logger   *zap.Logger
 	now      func() time.Time
 	poolKey  string
@@ -86,6 +88,7 @@ func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
 		attempts: attempts,
 		users:    newUserCache(maxCachedUsers),
 		live:     newLiveSessions(),
+		verified: newVerifiedTokens(maxVerifiedTokens),
 		logger:   logger,
 		now:      time.Now,
 	}

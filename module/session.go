@@ -22,6 +22,7 @@ type session struct {
 	AccessExp int64  `json:"ae,omitempty"` // its expiry, unix seconds
 	Created   int64  `json:"c"`            // sign-in time, unix milliseconds (ordered against logouts)
 	Seen      int64  `json:"s,omitempty"`  // last activity, unix seconds (idle timeout)
+	Idle      int64  `json:"l,omitempty"`  // longest time unused so far, seconds (a stricter block's idle timeout)
 	Expires   int64  `json:"e"`            // absolute end, unix seconds
 	Gen       int    `json:"g,omitempty"`  // bumped by every refresh, so newer state wins
 }
