@@ -112,6 +112,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadGateway, err)
 	}
+	h.client.verified.add(tr.IDToken)
 	u.cookie = h.client.sessions.Seal(sessionAAD, u.encode())
 	h.client.users.put(u.cookie, u)
 	h.writeSession(w, r.Header, cs, u)

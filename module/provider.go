@@ -128,6 +128,7 @@ func (p *provider) install(md *metadata) {
 		Now:                  func() time.Time { return p.now().Add(-clockSkew) },
 	})
 	// Logout tokens need not carry exp; the handler checks iat instead.
+	// Stored ID tokens (storedVerifier) are checked without expiry too.
 	p.logout = oidc.NewVerifier(p.issuer, p.keys, &oidc.Config{
 		ClientID:             p.appID,
 		SupportedSigningAlgs: algs,
@@ -155,6 +156,11 @@ func (p *provider) logoutVerifier() *oidc.IDTokenVerifier {
 	defer p.mu.Unlock()
 	return p.logout
 }
+
+// storedVerifier verifies the ID token of a session decoded from a cookie:
+// like a logout token, without the expiry (refresh handles that). Call
+// after discover.
+func (p *provider) storedVerifier() *oidc.IDTokenVerifier { return p.logoutVerifier() }
 
 func (p *provider) fetchMetadata(ctx context.Context) (*metadata, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)

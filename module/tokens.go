@@ -223,6 +223,7 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 		if _, verifier, err := c.idp.discover(ctx); err == nil {
 			if tok, err := verifier.Verify(ctx, tr.IDToken); err == nil && tok.Subject == u.sub {
 				s.IDToken = tr.IDToken
+				c.verified.add(tr.IDToken)
 				changed = true
 			} else if err == nil {
 				c.logger.Error("refreshed ID token is for another user; ignoring it")
