@@ -73,11 +73,15 @@ func releaseClient(c *client) {
 }
 
 func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
-	sessions, err := NewCodec("session", cfg.secrets...)
+	// Keys are bound to the issuer and the application: a cookie sealed
+	// for one application never opens in another that shares its
+	// cookie_secret (another site of the tenant, another tenant).
+	app := "\x00" + cfg.endpoint + "/oidc\x00" + cfg.appID
+	sessions, err := NewCodec("session"+app, cfg.secrets...)
 	if err != nil {
 		return nil, err
 	}
-	attempts, err := NewCodec("sign-in", cfg.secrets...)
+	attempts, err := NewCodec("sign-in"+app, cfg.secrets...)
 	if err != nil {
 		return nil, err
 	}

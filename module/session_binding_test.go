@@ -146,3 +146,26 @@ func TestShortCookieSecretRefused(t *testing.T) {
 		t.Error("a short older cookie_secret was accepted")
 	}
 }
+
+// TestSessionKeysBoundToApplication: beyond the ID token's iss and aud,
+// the cookie keys themselves are derived for one issuer and app_id, so a
+// value sealed for one application does not even decrypt in another that
+// shares cookie_secret.
+func TestSessionKeysBoundToApplication(t *testing.T) {
+	secret := randomString(32)
+	idp := newFakeIdP(t)
+	a := newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret} })
+	sealed := a.h.client.sessions.Seal(sessionAAD, []byte("payload"))
+	for name, configure := range map[string]func(h *Handler){
+		"another app_id": func(h *Handler) { h.AppID = idp.appID + "-b" },
+		"another tenant": func(h *Handler) { h.Endpoint = "https://other.logto.example" },
+	} {
+		b := newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret}; configure(h) })
+		if _, err := b.h.client.sessions.Open(sessionAAD, sealed); err == nil {
+			t.Errorf("%s: a session value of one application opens in the other", name)
+		}
+		if _, err := b.h.client.attempts.Open(attemptAAD, a.h.client.attempts.Seal(attemptAAD, []byte("x"))); err == nil {
+			t.Errorf("%s: a sign-in attempt of one application opens in the other", name)
+		}
+	}
+}
