@@ -103,7 +103,9 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		}
 	}
 	if reused && protected && !h.withinLimits(u) {
-		u = nil // this block's own session_lifetime and idle_timeout
+		// This block's own session_lifetime and idle_timeout: for what it
+		// protects, the user is not signed in.
+		u, st.user = nil, nil
 	}
 	if u == nil {
 		if h.Pass || !protected {
