@@ -50,6 +50,7 @@ type client struct {
 	revoked  *revocations
 	blocks   appBlocks
 	verified *verifiedTokens
+	keyCache keyCache
 	logger   *zap.Logger
 	now      func() time.Time
 	poolKey  string
@@ -97,6 +98,7 @@ func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
 		now:      time.Now,
 	}
 	c.revoked = newRevocations(logger)
+	c.idp.onKeys = c.saveKeys
 	c.poolKey = cfg.key()
 	return c, nil
 }

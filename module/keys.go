@@ -47,6 +47,10 @@ type keySet struct {
 	http *http.Client
 	now  func() time.Time
 
+	// saved, when set, is given every key set fetched, to keep (see
+	// keycache.go).
+	saved func(body []byte)
+
 	fetching sync.Mutex // one fetch at a time, without blocking readers
 	mu       sync.Mutex // guards keys and recent
 	keys     *jwks
@@ -161,21 +165,40 @@ func (k *keySet) refetch(ctx context.Context, seen *jwks) (*jwks, error) {
 	k.mu.Unlock()
 
 	// Readers keep verifying with the keys at hand meanwhile.
-	keys, err := fetchJWKS(ctx, k.http, k.url)
+	body, err := fetchJWKS(ctx, k.http, k.url)
 	if err != nil {
 		return nil, err
 	}
-	set := &jwks{byKid: map[string]crypto.PublicKey{}}
-	for _, key := range keys {
-		set.all = append(set.all, key.pub)
-		if key.kid != "" {
-			set.byKid[key.kid] = key.pub
-		}
+	set, err := parseJWKS(body)
+	if err != nil {
+		return nil, err
 	}
 	k.mu.Lock()
 	k.keys = set
 	k.mu.Unlock()
+	if k.saved != nil {
+		k.saved(body)
+	}
 	return set, nil
+}
+
+// has reports whether keys were fetched.
+func (k *keySet) has() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.keys != nil
+}
+
+// staticKeys is a fixed jwks as an oidc.KeySet.
+type staticKeys struct{ s *jwks }
+
+func (k staticKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	kid, ok := jwsKid(jwt)
+	if !ok {
+		return nil, errBadSignature
+	}
+	payload, _, err := k.s.verify(ctx, jwt, kid)
+	return payload, err
 }
 
 // allowance reports whether a fetch may be worth waiting for: the keys
@@ -224,13 +247,8 @@ type jwk struct {
 	E   string `json:"e"`
 }
 
-// jwkKey is a decoded key and its kid.
-type jwkKey struct {
-	kid string
-	pub crypto.PublicKey
-}
-
-func fetchJWKS(ctx context.Context, hc *http.Client, url string) ([]jwkKey, error) {
+// fetchJWKS fetches the tenant's key set document.
+func fetchJWKS(ctx context.Context, hc *http.Client, url string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -247,25 +265,33 @@ func fetchJWKS(ctx context.Context, hc *http.Client, url string) ([]jwkKey, erro
 	if err != nil || resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%w: keys answered %s", errUnavailable, resp.Status)
 	}
+	return body, nil
+}
+
+// parseJWKS decodes the signing keys of a key set document.
+func parseJWKS(body []byte) (*jwks, error) {
 	var set struct {
 		Keys []jwk `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &set); err != nil {
 		return nil, fmt.Errorf("%w: keys are not a JSON key set", errUnavailable)
 	}
-	var keys []jwkKey
+	out := &jwks{byKid: map[string]crypto.PublicKey{}}
 	for _, k := range set.Keys {
 		if k.Use != "" && k.Use != "sig" {
 			continue
 		}
 		if pub, err := k.publicKey(); err == nil {
-			keys = append(keys, jwkKey{kid: k.Kid, pub: pub})
+			out.all = append(out.all, pub)
+			if k.Kid != "" {
+				out.byKid[k.Kid] = pub
+			}
 		}
 	}
-	if len(keys) == 0 {
+	if len(out.all) == 0 {
 		return nil, fmt.Errorf("%w: the key set holds no usable signing key", errUnavailable)
 	}
-	return keys, nil
+	return out, nil
 }
 
 // publicKey decodes an EC (P-256, P-384, P-521) or RSA key; Logto signs

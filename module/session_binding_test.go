@@ -124,6 +124,31 @@ func TestVerifiedSessionsSurviveLogtoOutage(t *testing.T) {
 	hx.mustBeSignedOut(t, sealForged(t, hx, tokenSignedByUnknownKey(hx.idp.kid())(hx.idp.idClaims("mallory", ""))))
 }
 
+// TestRestartDuringOutageKeepsSessions: an instance started while Logto is
+// unreachable cannot fetch the keys to verify the sessions it is shown, so
+// it uses the tenant's keys as last fetched, kept sealed in Caddy's storage
+// (sealed: whoever can write to storage but lacks the cookie key cannot slip
+// in a key of their own). Sessions keep working; forged ones do not.
+func TestRestartDuringOutageKeepsSessions(t *testing.T) {
+	idp := newFakeIdP(t)
+	secret := randomString(32)
+	hx := newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret} })
+	b := hx.signedIn()
+	idp.down.Store(true)
+	restarted := newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret} })
+	restarted.h.client = freshClient(t, restarted.h)
+	mustPass(t, restarted.serve(http.MethodGet, "/", b, fetchAPI()), "user-1")
+	for _, forged := range []string{
+		tokenSignedByUnknownKey(idp.kid())(idp.idClaims("mallory", "")),
+		tokenAlgNone(idp.idClaims("mallory", "")),
+		idp.tokenEditedClaims(func(c map[string]any) { c["aud"] = "another-app" })(idp.idClaims("mallory", "")),
+	} {
+		// (A navigation would be sent to sign in, which is a 502 while
+		// Logto is down.)
+		restarted.serve(http.MethodGet, "/", sealForged(t, restarted, forged), fetchAPI()).mustHandlerError(t, http.StatusUnauthorized)
+	}
+}
+
 // TestShortCookieSecretRefused stops a guessable cookie key: a short
 // cookie_secret (`hunter2`) was recovered offline from one cookie, and
 // HKDF does not stretch. Under 32 bytes is a provisioning error that says

@@ -18,10 +18,10 @@ import (
 // When Logto's keys cannot be had (Logto unreachable since this process
 // started), an ID token this process has verified before (at sign-in, at a
 // refresh, or in another cookie: re-sealed for idle tracking, or dropped
-// from the decoded-session cache) is still accepted; one it has never
-// verified is not. So a running instance keeps its sessions through an
-// outage, while a restarted one asks its users to sign in again once Logto
-// is back, rather than trusting the cookie key alone.
+// from the decoded-session cache) is still accepted, and others are checked
+// against the tenant's keys as last fetched, kept sealed in Caddy's storage
+// (keycache.go). Only when neither is there (a first start during an outage)
+// is a session refused: the cookie key alone is never trusted.
 
 // maxVerifiedTokens bounds the set of verified ID tokens (32 bytes each).
 const maxVerifiedTokens = 100000
@@ -69,10 +69,22 @@ func (c *client) verifyStored(ctx context.Context, raw string) error {
 	if c.verified.has(raw) {
 		return nil
 	}
-	if _, _, err := c.idp.discover(ctx); err != nil {
+	_, _, err := c.idp.discover(ctx)
+	if err == nil {
+		if _, err = c.idp.storedVerifier().Verify(ctx, raw); err == nil {
+			c.verified.add(raw)
+			return nil
+		}
+		if c.idp.hasKeys() {
+			return err // checked against the tenant's keys: a real failure
+		}
+	}
+	// Logto's keys cannot be had: the ones kept in storage (keycache.go).
+	v, serr := c.savedVerifier(ctx)
+	if serr != nil {
 		return err
 	}
-	if _, err := c.idp.storedVerifier().Verify(ctx, raw); err != nil {
+	if _, err := v.Verify(ctx, raw); err != nil {
 		return err
 	}
 	c.verified.add(raw)
