@@ -1,6 +1,7 @@
 package logto
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -77,4 +78,20 @@ func TestSessionCookieResponsesAreNotShared(t *testing.T) {
 	pass := newHarness(t, hx.idp, func(h *Handler) { h.Pass = true; h.IdleTimeout = caddy.Duration(2 * time.Hour) })
 	res = pass.servePublic("/", b, fetchAPI())
 	mustNotBeShared(t, "cleared session", res.rec.Header())
+}
+
+// TestRefreshedCookieOnErrorIsNotShared: a refresh can happen on a request
+// that then fails (a rule says 403); the error goes to handle_errors with
+// the new session cookie set, and must be private too.
+func TestRefreshedCookieOnErrorIsNotShared(t *testing.T) {
+	hx := newHarness(t, nil, func(h *Handler) { h.Require = []Rule{{Kind: "role", Values: []string{"owner"}}} })
+	b := hx.signedIn()
+	hx.clock.Advance(61 * time.Minute)
+	r, _, w := newRequest(http.MethodGet, "/", nil, b.send, fetchAPI())
+	err := hx.h.ServeHTTP(w, r, publicNext)
+	var he caddyhttp.HandlerError
+	if !errors.As(err, &he) || he.StatusCode != http.StatusForbidden {
+		t.Fatalf("want 403, got %v", err)
+	}
+	mustNotBeShared(t, "403 after a refresh", w.Header())
 }

@@ -16,11 +16,20 @@ import (
 // `header` directive) may set its own Cache-Control. Responses that set no
 // cookie are left alone, and cost one map lookup.
 func privateIfCookie(w http.ResponseWriter) http.ResponseWriter {
-	if len(w.Header()["Set-Cookie"]) == 0 {
+	if !markPrivate(w.Header()) {
 		return w
 	}
-	forcePrivate(w.Header())
 	return &privateWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+}
+
+// markPrivate forces Cache-Control private on a response that sets a
+// cookie, and reports whether it did.
+func markPrivate(h http.Header) bool {
+	if len(h["Set-Cookie"]) == 0 {
+		return false
+	}
+	forcePrivate(h)
+	return true
 }
 
 // privateWriter forces Cache-Control: private when the header is written.

@@ -120,6 +120,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 			return nil
 		}
 		if err != nil {
+			markPrivate(w.Header()) // a refresh may have set the cookie
 			return err
 		}
 		st.user = ra.u // a refresh may have replaced it
