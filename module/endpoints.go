@@ -185,7 +185,7 @@ func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, cs *cookieSet)
 		landing = h.siteURL(r) + landing
 	}
 	if u != nil {
-		h.endSession(r, u)
+		h.signOutSession(r, u)
 	}
 
 	md, _, err := h.client.idp.discover(r.Context())
@@ -212,10 +212,10 @@ func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, cs *cookieSet)
 	return nil
 }
 
-// endSession ends a session at sign-out: here, on the logout list, and its
+// signOutSession ends a session at sign-out: here, on the logout list, and its
 // refresh token at Logto. Nothing is done for a session that already
 // ended.
-func (h *Handler) endSession(r *http.Request, u *user) {
+func (h *Handler) signOutSession(r *http.Request, u *user) {
 	c := h.client
 	if cur := c.live.get(u.s.ID, c.now().Unix()).cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
 		u = cur
