@@ -1,6 +1,7 @@
 package logto
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strings"
@@ -87,5 +88,33 @@ func BenchmarkForgedLogoutToken(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestLogoutEndpointBoundsConcurrency: while as many logout tokens as the
+// endpoint verifies at once are in progress, another waits (it does no
+// work) and gives up cleanly when its client goes away.
+func TestLogoutEndpointBoundsConcurrency(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	for range cap(logoutSlots) {
+		logoutSlots <- struct{}{}
+	}
+	defer func() {
+		for range cap(logoutSlots) {
+			<-logoutSlots
+		}
+	}()
+	before := hx.idp.requests.Load()
+	body := url.Values{"logout_token": {hx.idp.logoutToken("user-1", nil)}}.Encode()
+	r, _, w := newRequest(http.MethodPost, "/logto/backchannel-logout", strings.NewReader(body),
+		withHeader("Content-Type", "application/x-www-form-urlencoded"))
+	ctx, cancel := context.WithCancel(r.Context())
+	cancel()
+	res, _ := hx.serveCatching(r.WithContext(ctx), nil, w, nil)
+	if st := res.status(); st != http.StatusServiceUnavailable {
+		t.Errorf("a token over the concurrency bound answered %d, want 503", st)
+	}
+	if n := hx.idp.requests.Load() - before; n != 0 {
+		t.Errorf("a token over the concurrency bound cost Logto %d requests", n)
 	}
 }
