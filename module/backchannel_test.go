@@ -201,3 +201,21 @@ func TestBackchannelLogoutReachesOtherInstances(t *testing.T) {
 	waitFor(t, "the other instance to load the logout", func() bool { return !other.h.client.revoked.set.Load().empty() })
 	other.mustBeSignedOut(t, b)
 }
+
+// TestBackchannelLogoutBySIDAndSubEndsSessionsWithoutSID stops a session
+// from outliving Logto's logout because its ID token carries no sid: a
+// logout token naming both sid and sub used to end only the sessions bound
+// to that sid. Sessions of that user without a sid are ended by sub; those
+// bound to another sid of the user are not.
+func TestBackchannelLogoutBySIDAndSubEndsSessionsWithoutSID(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	noSID := hx.signedIn()
+	hx.idp.mu.Lock()
+	hx.idp.users["user-1"]["sid"] = "logto-session-2"
+	hx.idp.mu.Unlock()
+	otherSID := hx.signedIn()
+
+	mustAccept(t, hx.postLogout(hx.idp.logoutToken("user-1", func(c map[string]any) { c["sid"] = "logto-session-1" })))
+	hx.mustBeSignedOut(t, noSID)
+	mustPass(t, hx.serve(http.MethodGet, "/", otherSID, fetchAPI()), "user-1")
+}

@@ -144,7 +144,15 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "app_secret":
 			err = one(&l.AppSecret)
 		case "cookie_secret":
-			err = list(&l.CookieSecrets)
+			if err = list(&l.CookieSecrets); err == nil {
+				for _, sec := range l.CookieSecrets {
+					// Placeholders are checked when expanded, at provision.
+					if !strings.Contains(sec, "{") && len(sec) < minCookieSecret {
+						err = d.Errf("logto: option %q: a secret of %d bytes is too short; use at least %d random bytes, e.g. the output of `openssl rand -base64 32`", opt, len(sec), minCookieSecret)
+						break
+					}
+				}
+			}
 		case "cookie_name":
 			if err = one(&l.CookieName); err == nil && !validCookieNameOpt(l.CookieName) {
 				err = d.Errf("logto: option %q: %q is not a valid cookie name", opt, l.CookieName)

@@ -105,12 +105,16 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 		Seen:    now,
 		Expires: now + int64(time.Duration(h.SessionLifetime).Seconds()),
 	}
-	if tr.AccessToken != "" && len(tr.AccessToken) <= maxOpaqueToken {
-		s.Access, s.AccessExp = tr.AccessToken, expiry(h.client.now(), tr.ExpiresIn)
-	}
 	u, err := newUser(s)
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadGateway, err)
+	}
+	h.client.verified.add(tr.IDToken)
+	if tr.AccessToken != "" {
+		ls := h.client.live.get(s.ID, now)
+		ls.mu.Lock()
+		ls.access, ls.accessExp = tr.AccessToken, expiry(h.client.now(), tr.ExpiresIn)
+		ls.mu.Unlock()
 	}
 	u.cookie = h.client.sessions.Seal(sessionAAD, u.encode())
 	h.client.users.put(u.cookie, u)

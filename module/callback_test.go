@@ -1,7 +1,7 @@
 package logto
 
 import (
-	"fmt"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -152,8 +152,9 @@ func TestCookieAttributesBySite(t *testing.T) {
 func TestManyOrganizationsSessionFitsCookies(t *testing.T) {
 	hx := newHarness(t, nil, nil)
 	var orgs []any
-	for i := range 300 {
-		orgs = append(orgs, "organization-id-"+strings.Repeat("x", 4)+string(rune('a'+i%26))+string(rune('a'+i/26)))
+	for range 400 {
+		// Random, as Logto's ids are: the session is compressed.
+		orgs = append(orgs, "organization-id-"+randomString(9))
 	}
 	hx.idp.addUser("user-orgs", map[string]any{"name": "Many", "organizations": orgs})
 	b := newBrowser()
@@ -170,23 +171,26 @@ func TestManyOrganizationsSessionFitsCookies(t *testing.T) {
 }
 
 // TestSessionCookieSizes measures the session cookie of Logto-shaped users
-// (12-character ids, organization_roles entries "<id>:<role>", email,
-// roles) and checks every Set-Cookie line stays under the browsers' 4096
+// (random 12-character ids, organization_roles entries "<id>:<role>",
+// email, roles, ms timestamps, a 22-character at_hash, a 21-character app
+// id and a 43-character kid), keeps a typical user's (no organizations)
+// within 1 KiB, and checks every Set-Cookie line stays under the browsers' 4096
 // bytes, so a user in many organizations never loops on sign-in (Logto's
 // own cookie SDKs do: logto-io/logto#6597). Run with -v for the sizes.
 func TestSessionCookieSizes(t *testing.T) {
 	for _, n := range []int{0, 1, 20, 50} {
 		hx := newHarness(t, nil, nil)
 		orgs, orgRoles := []any{}, []any{}
-		for i := range n {
-			id := fmt.Sprintf("%012d", 100000000000+i*7919)
+		for range n {
+			id := logtoID(12)
 			orgs = append(orgs, id)
 			orgRoles = append(orgRoles, id+":member")
 		}
-		sub := fmt.Sprintf("u%011d", n)
+		sub := logtoID(12)
 		hx.idp.addUser(sub, map[string]any{
 			"name": "Jane Doe", "username": "jane", "picture": nil,
 			"email": "jane@example.com", "email_verified": true,
+			"created_at": json.Number("1764400000123"), "updated_at": json.Number("1764401234567"),
 			"roles": []any{"viewer"}, "organizations": orgs, "organization_roles": orgRoles,
 		})
 		b := newBrowser()
@@ -204,6 +208,9 @@ func TestSessionCookieSizes(t *testing.T) {
 			}
 		}
 		t.Logf("%2d organizations: session %4d bytes in %d cookie(s)", n, total, lines)
+		if n == 0 && total > 1024 {
+			t.Errorf("a typical user's session cookie is %d bytes, want at most 1 KiB", total)
+		}
 		mustPass(t, hx.serve(http.MethodGet, "/", b, navigation()), sub)
 	}
 }
@@ -572,4 +579,14 @@ func TestSigningKeyRotation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// logtoID makes an id shaped like Logto's: lower-case letters and digits.
+func logtoID(n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := []byte(randomString(n))
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b[:n])
 }

@@ -48,6 +48,9 @@ type client struct {
 	users    *userCache
 	live     *liveSessions
 	revoked  *revocations
+	blocks   appBlocks
+	verified *verifiedTokens
+	keyCache keyCache
 	logger   *zap.Logger
 	now      func() time.Time
 	poolKey  string
@@ -71,11 +74,15 @@ func releaseClient(c *client) {
 }
 
 func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
-	sessions, err := NewCodec("session", cfg.secrets...)
+	// Keys are bound to the issuer and the application: a cookie sealed
+	// for one application never opens in another that shares its
+	// cookie_secret (another site of the tenant, another tenant).
+	app := "\x00" + cfg.endpoint + "/oidc\x00" + cfg.appID
+	sessions, err := NewCodec("session"+app, cfg.secrets...)
 	if err != nil {
 		return nil, err
 	}
-	attempts, err := NewCodec("sign-in", cfg.secrets...)
+	attempts, err := NewCodec("sign-in"+app, cfg.secrets...)
 	if err != nil {
 		return nil, err
 	}
@@ -86,10 +93,12 @@ func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
 		attempts: attempts,
 		users:    newUserCache(maxCachedUsers),
 		live:     newLiveSessions(),
+		verified: newVerifiedTokens(maxVerifiedTokens),
 		logger:   logger,
 		now:      time.Now,
 	}
 	c.revoked = newRevocations(logger)
+	c.idp.onKeys = c.saveKeys
 	c.poolKey = cfg.key()
 	return c, nil
 }

@@ -65,6 +65,9 @@ func (p *flowPaths) match(path string) endpoint {
 }
 
 func (h *Handler) serveEndpoint(ep endpoint, w http.ResponseWriter, r *http.Request) error {
+	// An error goes on to handle_errors, which may proxy: the client's
+	// identity headers must not go with it.
+	h.stripIdentity(r, nil)
 	err := h.endpoint(ep, w, r)
 	// An error goes on to handle_errors, which may proxy: the module's
 	// cookies must not go with it.
@@ -166,7 +169,9 @@ func (h *Handler) serveUser(w http.ResponseWriter, r *http.Request, cs *cookieSe
 // signOut ends the session here and at Logto: it clears every module
 // cookie, revokes the refresh token, records the session as ended for other
 // instances, and sends the browser to Logto's end-session endpoint, which
-// returns it to post_sign_out_redirect.
+// returns it to post_sign_out_redirect. A session that has already ended
+// (signed out, expired, revoked) only has its cookies cleared: replaying
+// one cookie must not cost storage or calls to Logto.
 func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, cs *cookieSet) error {
 	u := h.readSession(r, cs)
 	for _, name := range attemptNames(r.Header, cs) {
@@ -179,23 +184,8 @@ func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, cs *cookieSet)
 	if strings.HasPrefix(landing, "/") {
 		landing = h.siteURL(r) + landing
 	}
-	var idToken string
 	if u != nil {
-		c := h.client
-		if cur := c.live.get(u.s.ID, c.now().Unix()).cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
-			u = cur
-		}
-		idToken = u.s.IDToken
-		c.endSession(u.s.ID)
-		c.revoked.add(context.WithoutCancel(r.Context()), revokeSession, u.s.ID, u.s.Expires)
-		if u.s.Refresh != "" {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
-			if err := c.idp.revoke(ctx, u.s.Refresh); err != nil {
-				h.logger.Warn("could not revoke the refresh token at sign-out", errField(err))
-			}
-			cancel()
-		}
-		h.logger.Info("user signed out", zap.String("user_id", u.sub))
+		h.signOutSession(r, u)
 	}
 
 	md, _, err := h.client.idp.discover(r.Context())
@@ -207,12 +197,12 @@ func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, cs *cookieSet)
 		http.Redirect(w, r, landing, http.StatusFound)
 		return nil
 	}
+	// No id_token_hint: the Location is in Caddy's access log, and the ID
+	// token must not be. Logto returns to post_logout_redirect_uri when
+	// client_id names the application (LOGTO.md, "Sign-out").
 	q := url.Values{
 		"client_id":                {h.client.idp.appID},
 		"post_logout_redirect_uri": {landing},
-	}
-	if idToken != "" {
-		q.Set("id_token_hint", idToken)
 	}
 	sep := "?"
 	if strings.Contains(md.EndSessionEndpoint, "?") {
@@ -220,4 +210,28 @@ func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, cs *cookieSet)
 	}
 	http.Redirect(w, r, md.EndSessionEndpoint+sep+q.Encode(), http.StatusFound)
 	return nil
+}
+
+// signOutSession ends a session at sign-out: here, on the logout list, and its
+// refresh token at Logto. Nothing is done for a session that already
+// ended.
+func (h *Handler) signOutSession(r *http.Request, u *user) {
+	c := h.client
+	if cur := c.live.get(u.s.ID, c.now().Unix()).cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
+		u = cur
+	}
+	if !h.sessionValid(u, c.now().Unix()) {
+		c.live.forget(u.s.ID)
+		return
+	}
+	c.endSession(u.s.ID)
+	c.revoked.add(context.WithoutCancel(r.Context()), revokeSession, u.s.ID, u.s.Expires)
+	if u.s.Refresh != "" {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+		if err := c.idp.revoke(ctx, u.s.Refresh); err != nil {
+			h.logger.Warn("could not revoke the refresh token at sign-out", errField(err))
+		}
+		cancel()
+	}
+	h.logger.Info("user signed out", zap.String("user_id", u.sub))
 }

@@ -79,25 +79,13 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	// Identity headers are set by us or not at all, for anonymous requests
 	// too: a client must never be able to supply its own. Only what an
 	// earlier logto handler of this request set is kept.
-	for _, f := range h.headerUp {
-		if !st.headers.has(f.name) {
-			r.Header.Del(f.name)
-		}
-	}
-	if !st.headers.has(idTokenHeader) {
-		r.Header.Del(idTokenHeader)
-	}
+	h.stripIdentity(r, st)
 
 	cs := h.cookiesFor(r)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	// An earlier logto handler of the same application may have found the
 	// user already (a site-wide block and a stricter one for /admin).
-	u := st.user
-	if u == nil || st.client != h.client {
-		if u = h.currentUser(w, r, cs); u != nil {
-			st.client, st.user = h.client, u
-		}
-	}
+	u, reused := h.userFor(w, r, cs, st)
 	if first {
 		// One provider per request, reading the state, so a later handler
 		// (or a refresh) that changes the user changes the placeholders.
@@ -114,9 +102,14 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 			return caddyhttp.Error(http.StatusInternalServerError, err)
 		}
 	}
+	if reused && protected && !h.withinLimits(u) {
+		// This block's own session_lifetime and idle_timeout: for what it
+		// protects, the user is not signed in.
+		u, st.user = nil, nil
+	}
 	if u == nil {
 		if h.Pass || !protected {
-			return next.ServeHTTP(w, r)
+			return next.ServeHTTP(privateIfCookie(w), r)
 		}
 		return h.signInFirst(w, r, cs, st.cookies)
 	}
@@ -127,6 +120,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 			return nil
 		}
 		if err != nil {
+			markPrivate(w.Header()) // a refresh may have set the cookie
 			return err
 		}
 		st.user = ra.u // a refresh may have replaced it
@@ -145,7 +139,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 			st.headers.add(f.name)
 		}
 	}
-	return next.ServeHTTP(w, r)
+	return next.ServeHTTP(privateIfCookie(w), r)
 }
 
 // idTokenHeader is the header Logto's Protected App forwards the ID token
@@ -278,8 +272,11 @@ func (h *Handler) currentUser(w http.ResponseWriter, r *http.Request, cs *cookie
 		h.clearSession(w, r.Header, cs)
 		return nil
 	}
-	if idle := int64(time.Duration(h.IdleTimeout).Seconds()); idle > 0 && now-cur.s.Seen > max(idle/10, 1) {
+	// Activity is tracked for the strictest idle_timeout of the
+	// application's blocks, whichever block sees the request.
+	if idle := c.blocks.minIdle.Load(); idle > 0 && now-cur.s.Seen > max(idle/10, 1) {
 		s := cur.s
+		s.Idle = max(s.Idle, now-s.Seen)
 		s.Seen = now
 		if nu, err := newUser(s); err == nil {
 			nu.cookie = c.sessions.Seal(sessionAAD, nu.encode())
@@ -314,6 +311,10 @@ func (h *Handler) readSession(r *http.Request, cs *cookieSet) *user {
 		h.logger.Debug("session cookie rejected", zap.String("reason", "malformed"))
 		return nil
 	}
+	if err := c.verifyStored(r.Context(), u.s.IDToken); err != nil {
+		h.logger.Warn("session cookie rejected: its ID token does not verify", errField(err))
+		return nil
+	}
 	u.cookie = value
 	c.users.put(value, u)
 	return u
@@ -324,11 +325,7 @@ func (h *Handler) sessionValid(u *user, now int64) bool {
 	if now >= u.s.Expires {
 		return false
 	}
-	if idle := int64(time.Duration(h.IdleTimeout).Seconds()); idle > 0 && now-u.s.Seen > idle {
-		return false
-	}
-	// A session older than the configured lifetime allows (config shrank).
-	if now-u.s.Created/1000 > int64(time.Duration(h.SessionLifetime).Seconds()) {
+	if !h.limitsHold(u, now) {
 		return false
 	}
 	// Without a refresh token nothing can confirm with Logto that the user

@@ -239,9 +239,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if s == "" {
 			return errors.New("logto: cookie_secret is empty (is its environment variable set?)")
 		}
-		if len(s) < 32 {
-			// HKDF does not stretch: a short secret is a guessable key.
-			h.logger.Warn("cookie_secret is short; use 32 or more random characters (e.g. openssl rand -base64 32)", zap.Int("length", len(s)))
+		if len(s) < minCookieSecret {
+			// HKDF does not stretch: a short secret is a guessable key,
+			// recovered offline from a single cookie.
+			return errShortCookieSecret(len(s))
 		}
 		secrets = append(secrets, []byte(s))
 	}
@@ -280,7 +281,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.client = c
-	ctx.OnCancel(func() { releaseClient(c) })
+	c.blocks.join(h)
+	ctx.OnCancel(func() {
+		c.blocks.leave(h)
+		releaseClient(c)
+	})
 	return nil
 }
 
@@ -326,6 +331,13 @@ var (
 	_ caddy.Validator             = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )
+
+// minCookieSecret is the shortest cookie_secret accepted, in bytes.
+const minCookieSecret = 32
+
+func errShortCookieSecret(n int) error {
+	return fmt.Errorf("logto: cookie_secret is %d bytes; it must be at least %d random bytes, e.g. the output of `openssl rand -base64 32`", n, minCookieSecret)
+}
 
 // reservedParams are authorization parameters the module sets itself; an
 // extra_param must not override them (a plain PKCE method, a foreign

@@ -66,6 +66,11 @@ func (c *client) adoptRotated(ctx context.Context, u *user) (*user, error) {
 		if err != nil || nu.s.ID != u.s.ID || nu.s.Gen <= u.s.Gen || nu.s.Refresh == u.s.Refresh {
 			break
 		}
+		// Storage is not the cookie, but the same rule holds: the key alone
+		// must not be enough to hand a session another identity.
+		if nu.sub != u.sub || c.verifyStored(ctx, nu.s.IDToken) != nil {
+			break
+		}
 		adopted, u = nu, nu
 	}
 	if adopted == nil {

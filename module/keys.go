@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,17 +35,32 @@ const (
 var errBadSignature = errors.New("logto: signature does not verify with the tenant's keys")
 
 // keySet is Logto's JWKS as an oidc.KeySet: fetched on first use, fetched
-// again when a signature does not verify (key rotation), at most
+// again when a token names a key it does not hold (key rotation), at most
 // refetchBurst times per refetchWindow.
+//
+// Keys are found by the token's kid, so a token under a kid the tenant does
+// not have costs no signature check, and once the refetch allowance is
+// spent it is refused at once, without waiting for a fetch in progress:
+// anonymous callers of the back-channel endpoint choose the kid.
 type keySet struct {
 	url  string
 	http *http.Client
 	now  func() time.Time
 
+	// saved, when set, is given every key set fetched, to keep (see
+	// keycache.go).
+	saved func(body []byte)
+
 	fetching sync.Mutex // one fetch at a time, without blocking readers
 	mu       sync.Mutex // guards keys and recent
-	keys     *oidc.StaticKeySet
+	keys     *jwks
 	recent   []time.Time // fetches within refetchWindow
+}
+
+// jwks is one fetched key set, indexed by kid.
+type jwks struct {
+	all   []crypto.PublicKey
+	byKid map[string]crypto.PublicKey
 }
 
 func newKeySet(url string, hc *http.Client, now func() time.Time) *keySet {
@@ -53,12 +69,18 @@ func newKeySet(url string, hc *http.Client, now func() time.Time) *keySet {
 
 // VerifySignature implements oidc.KeySet.
 func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	kid, ok := jwsKid(jwt)
+	if !ok {
+		return nil, errBadSignature
+	}
 	k.mu.Lock()
 	keys := k.keys
 	k.mu.Unlock()
 	if keys != nil {
-		if payload, err := keys.VerifySignature(ctx, jwt); err == nil {
-			return payload, nil
+		if payload, known, err := keys.verify(ctx, jwt, kid); known {
+			// A key the tenant has signs what it signs: a bad signature
+			// under a known kid is a forgery, not a rotation.
+			return payload, err
 		}
 	}
 	keys, err := k.refetch(ctx, keys)
@@ -68,16 +90,64 @@ func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error
 	if keys == nil {
 		return nil, errBadSignature
 	}
-	payload, err := keys.VerifySignature(ctx, jwt)
-	if err != nil {
-		return nil, errBadSignature
+	payload, _, err := keys.verify(ctx, jwt, kid)
+	return payload, err
+}
+
+// verify checks jwt with the key its kid names (every key for a token
+// without a kid); known is false when no key could be tried.
+func (s *jwks) verify(ctx context.Context, jwt, kid string) (payload []byte, known bool, err error) {
+	set := &oidc.StaticKeySet{PublicKeys: s.all}
+	if kid != "" {
+		key, ok := s.byKid[kid]
+		if !ok {
+			return nil, false, errBadSignature
+		}
+		set = &oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{key}}
 	}
-	return payload, nil
+	if payload, err := set.VerifySignature(ctx, jwt); err == nil {
+		return payload, true, nil
+	}
+	// Without a kid, a failure may still be a key rotated in since.
+	return nil, kid != "", errBadSignature
+}
+
+// jwsKid reads the kid of a compact JWS's header without verifying
+// anything; ok is false for what is not a JWS at all.
+func jwsKid(jwt string) (kid string, ok bool) {
+	head, _, found := strings.Cut(jwt, ".")
+	if !found || len(head) > 2048 {
+		return "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return "", false
+	}
+	var h struct {
+		Kid string `json:"kid"`
+	}
+	if json.Unmarshal(b, &h) != nil {
+		return "", false
+	}
+	return h.Kid, true
 }
 
 // refetch fetches the keys unless another caller already replaced seen or
-// the last fetch is too recent; it returns the keys to try.
-func (k *keySet) refetch(ctx context.Context, seen *oidc.StaticKeySet) (*oidc.StaticKeySet, error) {
+// the allowance is spent; it returns the keys to try (nil: none). A caller
+// over the allowance returns at once, without waiting for a fetch in
+// progress.
+func (k *keySet) refetch(ctx context.Context, seen *jwks) (*jwks, error) {
+	if !k.allowance(seen) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if k.keys == nil {
+			return nil, fmt.Errorf("%w: keys could not be fetched; retrying later", errUnavailable)
+		}
+		if k.keys != seen {
+			return k.keys, nil
+		}
+		return nil, nil
+	}
 	k.fetching.Lock()
 	defer k.fetching.Unlock()
 	k.mu.Lock()
@@ -85,6 +155,66 @@ func (k *keySet) refetch(ctx context.Context, seen *oidc.StaticKeySet) (*oidc.St
 		defer k.mu.Unlock()
 		return k.keys, nil // fetched meanwhile
 	}
+	if !k.spend() {
+		defer k.mu.Unlock()
+		if k.keys == nil {
+			return nil, fmt.Errorf("%w: keys could not be fetched; retrying later", errUnavailable)
+		}
+		return nil, nil
+	}
+	k.mu.Unlock()
+
+	// Readers keep verifying with the keys at hand meanwhile.
+	body, err := fetchJWKS(ctx, k.http, k.url)
+	if err != nil {
+		return nil, err
+	}
+	set, err := parseJWKS(body)
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	k.keys = set
+	k.mu.Unlock()
+	if k.saved != nil {
+		k.saved(body)
+	}
+	return set, nil
+}
+
+// has reports whether keys were fetched.
+func (k *keySet) has() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.keys != nil
+}
+
+// staticKeys is a fixed jwks as an oidc.KeySet.
+type staticKeys struct{ s *jwks }
+
+func (k staticKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	kid, ok := jwsKid(jwt)
+	if !ok {
+		return nil, errBadSignature
+	}
+	payload, _, err := k.s.verify(ctx, jwt, kid)
+	return payload, err
+}
+
+// allowance reports whether a fetch may be worth waiting for: the keys
+// changed since seen, or the refetch allowance is not spent.
+func (k *keySet) allowance(seen *jwks) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.keys != seen {
+		return false // use the newer keys without fetching
+	}
+	k.prune()
+	return len(k.recent) < refetchBurst
+}
+
+// prune drops fetches older than the window; the caller holds k.mu.
+func (k *keySet) prune() {
 	now := k.now()
 	recent := k.recent[:0]
 	for _, t := range k.recent {
@@ -93,30 +223,21 @@ func (k *keySet) refetch(ctx context.Context, seen *oidc.StaticKeySet) (*oidc.St
 		}
 	}
 	k.recent = recent
-	if len(k.recent) >= refetchBurst {
-		defer k.mu.Unlock()
-		if k.keys == nil {
-			return nil, fmt.Errorf("%w: keys could not be fetched; retrying later", errUnavailable)
-		}
-		return nil, nil
-	}
-	k.recent = append(k.recent, now)
-	k.mu.Unlock()
+}
 
-	// Readers keep verifying with the keys at hand meanwhile.
-	keys, err := fetchJWKS(ctx, k.http, k.url)
-	if err != nil {
-		return nil, err
+// spend takes one fetch from the allowance; the caller holds k.mu.
+func (k *keySet) spend() bool {
+	k.prune()
+	if len(k.recent) >= refetchBurst {
+		return false
 	}
-	set := &oidc.StaticKeySet{PublicKeys: keys}
-	k.mu.Lock()
-	k.keys = set
-	k.mu.Unlock()
-	return set, nil
+	k.recent = append(k.recent, k.now())
+	return true
 }
 
 // jwk is the part of a JSON Web Key (RFC 7517) the module reads.
 type jwk struct {
+	Kid string `json:"kid"`
 	Kty string `json:"kty"`
 	Use string `json:"use"`
 	Crv string `json:"crv"`
@@ -126,7 +247,8 @@ type jwk struct {
 	E   string `json:"e"`
 }
 
-func fetchJWKS(ctx context.Context, hc *http.Client, url string) ([]crypto.PublicKey, error) {
+// fetchJWKS fetches the tenant's key set document.
+func fetchJWKS(ctx context.Context, hc *http.Client, url string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -143,25 +265,33 @@ func fetchJWKS(ctx context.Context, hc *http.Client, url string) ([]crypto.Publi
 	if err != nil || resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%w: keys answered %s", errUnavailable, resp.Status)
 	}
+	return body, nil
+}
+
+// parseJWKS decodes the signing keys of a key set document.
+func parseJWKS(body []byte) (*jwks, error) {
 	var set struct {
 		Keys []jwk `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &set); err != nil {
 		return nil, fmt.Errorf("%w: keys are not a JSON key set", errUnavailable)
 	}
-	var keys []crypto.PublicKey
+	out := &jwks{byKid: map[string]crypto.PublicKey{}}
 	for _, k := range set.Keys {
 		if k.Use != "" && k.Use != "sig" {
 			continue
 		}
 		if pub, err := k.publicKey(); err == nil {
-			keys = append(keys, pub)
+			out.all = append(out.all, pub)
+			if k.Kid != "" {
+				out.byKid[k.Kid] = pub
+			}
 		}
 	}
-	if len(keys) == 0 {
+	if len(out.all) == 0 {
 		return nil, fmt.Errorf("%w: the key set holds no usable signing key", errUnavailable)
 	}
-	return keys, nil
+	return out, nil
 }
 
 // publicKey decodes an EC (P-256, P-384, P-521) or RSA key; Logto signs

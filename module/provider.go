@@ -59,6 +59,7 @@ type provider struct {
 	verifier   *oidc.IDTokenVerifier
 	logout     *oidc.IDTokenVerifier
 	keys       *keySet
+	onKeys     func(body []byte) // given every key set fetched (keycache.go)
 	fetched    time.Time
 	refreshing bool // a background refresh of a stale document runs
 	failedAt   time.Time
@@ -117,6 +118,7 @@ func (p *provider) discover(ctx context.Context) (*metadata, *oidc.IDTokenVerifi
 func (p *provider) install(md *metadata) {
 	if p.keys == nil || p.md == nil || p.md.JWKSURI != md.JWKSURI {
 		p.keys = newKeySet(md.JWKSURI, p.http, p.now)
+		p.keys.saved = p.onKeys
 	}
 	algs := md.IDTokenAlgs
 	if len(algs) == 0 {
@@ -128,6 +130,7 @@ func (p *provider) install(md *metadata) {
 		Now:                  func() time.Time { return p.now().Add(-clockSkew) },
 	})
 	// Logout tokens need not carry exp; the handler checks iat instead.
+	// Stored ID tokens (storedVerifier) are checked without expiry too.
 	p.logout = oidc.NewVerifier(p.issuer, p.keys, &oidc.Config{
 		ClientID:             p.appID,
 		SupportedSigningAlgs: algs,
@@ -155,6 +158,19 @@ func (p *provider) logoutVerifier() *oidc.IDTokenVerifier {
 	defer p.mu.Unlock()
 	return p.logout
 }
+
+// hasKeys reports whether the tenant's keys are at hand.
+func (p *provider) hasKeys() bool {
+	p.mu.Lock()
+	keys := p.keys
+	p.mu.Unlock()
+	return keys != nil && keys.has()
+}
+
+// storedVerifier verifies the ID token of a session decoded from a cookie:
+// like a logout token, without the expiry (refresh handles that). Call
+// after discover.
+func (p *provider) storedVerifier() *oidc.IDTokenVerifier { return p.logoutVerifier() }
 
 func (p *provider) fetchMetadata(ctx context.Context) (*metadata, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -8,22 +8,22 @@ import (
 	"strings"
 )
 
-// session is what the session cookie carries, sealed by the codec. It keeps
-// only what cannot be had again cheaply: the ID token (which also holds the
-// user's claims, so they are not stored twice), the refresh token, and the
-// opaque access token for userinfo. API-resource and organization tokens are
-// kept in memory and re-obtained with the refresh token, so the cookie does
-// not grow with the number of APIs a route uses.
+// session is what the session cookie carries, sealed by the codec (in the
+// binary form of sessionwire.go). It keeps only what cannot be had again
+// cheaply: the ID token (which also holds the user's claims, so they are
+// not stored twice, and whose signature lets any instance verify it) and
+// the refresh token. Access tokens (for userinfo, API resources and
+// organizations) are kept in memory and re-obtained with the refresh
+// token, so the cookie does not grow with the number of APIs a route uses.
 type session struct {
-	ID        string `json:"i"`            // random session id, the back-channel logout key
-	IDToken   string `json:"t"`            // raw ID token, verified when stored
-	Refresh   string `json:"r,omitempty"`  // refresh token
-	Access    string `json:"a,omitempty"`  // opaque access token (for userinfo)
-	AccessExp int64  `json:"ae,omitempty"` // its expiry, unix seconds
-	Created   int64  `json:"c"`            // sign-in time, unix milliseconds (ordered against logouts)
-	Seen      int64  `json:"s,omitempty"`  // last activity, unix seconds (idle timeout)
-	Expires   int64  `json:"e"`            // absolute end, unix seconds
-	Gen       int    `json:"g,omitempty"`  // bumped by every refresh, so newer state wins
+	ID      string // random session id, the back-channel logout key
+	IDToken string // raw ID token, verified when stored and when first decoded
+	Refresh string // refresh token
+	Created int64  // sign-in time, unix milliseconds (ordered against logouts)
+	Seen    int64  // last activity, unix seconds (idle timeout)
+	Idle    int64  // longest time unused so far, seconds (a stricter block's idle timeout)
+	Expires int64  // absolute end, unix seconds
+	Gen     int    // bumped by every refresh, so newer state wins
 }
 
 // user is a decoded session with its claims, shared read-only between the
@@ -46,11 +46,11 @@ type user struct {
 
 var errBadSession = errors.New("logto: malformed session")
 
-// decodeUser parses a session payload. The ID token is not verified again:
-// it was verified before it was sealed, and the cookie is authenticated.
+// decodeUser parses a session payload. The caller verifies the ID token
+// (verifyStored) before trusting a cookie it has not seen.
 func decodeUser(plain []byte) (*user, error) {
-	var s session
-	if err := json.Unmarshal(plain, &s); err != nil {
+	s, err := decodeSession(plain)
+	if err != nil {
 		return nil, errBadSession
 	}
 	return newUser(s)
@@ -79,10 +79,7 @@ func newUser(s session) (*user, error) {
 	return u, nil
 }
 
-func (u *user) encode() []byte {
-	b, _ := json.Marshal(u.s)
-	return b
-}
+func (u *user) encode() []byte { return encodeSession(u.s) }
 
 // jwtClaims decodes the payload of a compact JWT without verifying it.
 func jwtClaims(token string) (map[string]any, error) {

@@ -61,9 +61,8 @@ func twoInstances(t *testing.T, idp *fakeIdP) (a, b *harness, st *flakyStorage) 
 	b.h.client = freshClient(t, b.h)
 	st = &flakyStorage{Storage: a.h.client.revoked.storageBackend()}
 	for _, c := range []*client{a.h.client, b.h.client} {
-		c.revoked.mu.Lock()
-		c.revoked.storage = st
-		c.revoked.mu.Unlock()
+		old := c.revoked.store.Load()
+		c.revoked.store.Store(&revStore{storage: st, base: old.base, prefix: old.prefix})
 	}
 	return a, b, st
 }
@@ -182,9 +181,8 @@ func TestStorageOutageRouteTokenWaits(t *testing.T) {
 	secret := randomString(24)
 	a := newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret}; h.TokenResource = testAPI })
 	st := &flakyStorage{Storage: a.h.client.revoked.storageBackend()}
-	a.h.client.revoked.mu.Lock()
-	a.h.client.revoked.storage = st
-	a.h.client.revoked.mu.Unlock()
+	old := a.h.client.revoked.store.Load()
+	a.h.client.revoked.store.Store(&revStore{storage: st, base: old.base, prefix: old.prefix})
 	br := a.signedIn()
 	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
 	grants := idp.refreshGrants.Load()

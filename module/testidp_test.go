@@ -160,7 +160,8 @@ func newFakeIdP(t testing.TB) *fakeIdP {
 		refresh:      map[string]*fakeRefresh{},
 		access:       map[string]*fakeGrant{},
 	}
-	idp.keys.Store(&[]idpKey{{key: key, kid: "kid-" + randomString(6)}})
+	// Logto's kids are 43 characters (a JWK thumbprint).
+	idp.keys.Store(&[]idpKey{{key: key, kid: randomString(32)}})
 	idp.addUser("user-1", map[string]any{
 		"name":               "Ada Lovelace",
 		"username":           "ada",
@@ -589,7 +590,7 @@ func (idp *fakeIdP) idClaims(sub, nonce string) map[string]any {
 	now := idp.now().Unix()
 	claims := map[string]any{
 		"iss": idp.issuer, "aud": idp.appID, "sub": sub,
-		"iat": now, "exp": now + int64(idp.idTTL/time.Second), "at_hash": "x",
+		"iat": now, "exp": now + int64(idp.idTTL/time.Second), "at_hash": randomString(16),
 	}
 	if nonce != "" {
 		claims["nonce"] = nonce

@@ -46,6 +46,11 @@ type liveSession struct {
 	info    map[string]any // userinfo claims
 	infoGen int            // session generation the userinfo belongs to
 	retryAt time.Time      // no refresh before this after a Logto failure
+	// access is the opaque access token of the last code exchange or
+	// refresh (for userinfo), kept here rather than in the cookie; guarded
+	// by mu.
+	access    string
+	accessExp int64
 }
 
 type tokenKey struct{ resource, org string }
@@ -227,6 +232,7 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 		if _, verifier, err := c.idp.discover(ctx); err == nil {
 			if tok, err := verifier.Verify(ctx, tr.IDToken); err == nil && tok.Subject == u.sub {
 				s.IDToken = tr.IDToken
+				c.verified.add(tr.IDToken)
 				changed = true
 			} else if err == nil {
 				c.logger.Error("refreshed ID token is for another user; ignoring it")
@@ -235,10 +241,8 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 			}
 		}
 	}
-	if key == (tokenKey{}) && tr.AccessToken != "" && len(tr.AccessToken) <= maxOpaqueToken {
-		s.Access = tr.AccessToken
-		s.AccessExp = expiry(c.now(), tr.ExpiresIn)
-		changed = true
+	if key == (tokenKey{}) && tr.AccessToken != "" {
+		ls.access, ls.accessExp = tr.AccessToken, expiry(c.now(), tr.ExpiresIn)
 	}
 	nu := u
 	if changed {
@@ -256,10 +260,6 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 	}
 	return nu, tr, nil
 }
-
-// maxOpaqueToken bounds the access token kept in the cookie for userinfo.
-// Logto's opaque tokens are 43 characters; a JWT would bloat the cookie.
-const maxOpaqueToken = 256
 
 func expiry(now time.Time, expiresIn int64) int64 {
 	if expiresIn <= 0 {
@@ -346,7 +346,7 @@ func (c *client) userinfo(ctx context.Context, u *user) (map[string]any, *user, 
 	if c.now().Before(ls.retryAt) {
 		return nil, u, errBackoff
 	}
-	if (u.s.Access == "" || now >= u.s.AccessExp-tokenMargin) && u.s.Refresh != "" {
+	if (ls.access == "" || now >= ls.accessExp-tokenMargin) && u.s.Refresh != "" {
 		nu, _, err := c.redeem(ctx, ls, u, tokenKey{})
 		if err != nil {
 			if !errors.Is(err, errSessionEnded) {
@@ -356,10 +356,10 @@ func (c *client) userinfo(ctx context.Context, u *user) (map[string]any, *user, 
 		}
 		u = nu
 	}
-	if u.s.Access == "" {
+	if ls.access == "" {
 		return nil, u, errUnavailable
 	}
-	info, err := c.idp.userinfo(ctx, u.s.Access)
+	info, err := c.idp.userinfo(ctx, ls.access)
 	if err != nil {
 		ls.retryAt = c.now().Add(refreshRetry)
 		return nil, u, err

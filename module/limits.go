@@ -1,0 +1,40 @@
+package logto
+
+import (
+	"net/http"
+	"time"
+)
+
+// userFor returns the signed-in user as this block sees it. An earlier
+// logto handler of the same application may have found the user already (a
+// site-wide block and a stricter one for /admin): then reused is true, and
+// the caller applies this block's own limits (withinLimits) where it
+// protects the request.
+func (h *Handler) userFor(w http.ResponseWriter, r *http.Request, cs *cookieSet, st *requestState) (u *user, reused bool) {
+	if st.user != nil && st.client == h.client {
+		return st.user, true
+	}
+	if u = h.currentUser(w, r, cs); u != nil {
+		st.client, st.user = h.client, u
+	}
+	return u, false
+}
+
+// withinLimits applies this block's session_lifetime and idle_timeout to a
+// user an earlier block found (and checked against its own).
+func (h *Handler) withinLimits(u *user) bool {
+	return h.limitsHold(u, h.client.now().Unix())
+}
+
+// limitsHold checks the session against this block's session_lifetime and
+// idle_timeout. Idle is the time since the last activity or, should the
+// session once have gone unused longer (activity the first block saw since
+// does not undo that), that longest stretch.
+func (h *Handler) limitsHold(u *user, now int64) bool {
+	if idle := int64(time.Duration(h.IdleTimeout) / time.Second); idle > 0 && (now-u.s.Seen > idle || u.s.Idle > idle) {
+		return false
+	}
+	// A session older than the configured lifetime allows (a stricter
+	// block, or the config shrank).
+	return now-u.s.Created/1000 <= int64(time.Duration(h.SessionLifetime)/time.Second)
+}

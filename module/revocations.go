@@ -1,0 +1,389 @@
+package logto
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+)
+
+// revokeKind says what a revocation names.
+type revokeKind string
+
+const (
+	revokeSession revokeKind = "session" // our session id (sign-out)
+	revokeSub     revokeKind = "sub"     // every session of a user created before the logout
+	revokeSID     revokeKind = "sid"     // every session bound to Logto's session id
+	// revokeSubNoSID: the user's sessions created before the logout whose ID
+	// token names no sid. A logout token with both sid and sub ends those
+	// too, since no sid can ever match them.
+	revokeSubNoSID revokeKind = "sub-without-sid"
+)
+
+// revocation is one entry of the logout list, as kept in Caddy's storage.
+type revocation struct {
+	Kind  revokeKind `json:"kind"`
+	Value string     `json:"value"`
+	At    int64      `json:"at"`    // unix ms; sessions created at or before this are ended
+	Until int64      `json:"until"` // after this no session it names can exist
+}
+
+// revSet is an immutable snapshot of the logout list, read without locks on
+// every request.
+type revSet struct {
+	sessions, subs, sids map[string]revEntry
+}
+
+// revEntry: sessions created at or before at (unix ms) are ended, and for
+// a user (subs) also those created at or before noSID whose ID token has no
+// sid; the entry is dropped after until (unix s), when no session it names
+// can exist.
+type revEntry struct{ at, noSID, until int64 }
+
+func (s *revSet) empty() bool {
+	return len(s.sessions) == 0 && len(s.subs) == 0 && len(s.sids) == 0
+}
+
+// revocations is the logout list: ended sessions (sign-out) and back-channel
+// logouts. It lives in Caddy's configured storage so every instance sharing
+// that storage (a cluster) honours a logout any of them received, and in
+// memory for the hot path.
+type revocations struct {
+	logger *zap.Logger
+	set    atomic.Pointer[revSet]
+
+	// store is where the list lives in Caddy's storage. Refreshes read it
+	// (rotation handoffs) and must never wait for mu, which is held while a
+	// big list is rebuilt.
+	store atomic.Pointer[revStore]
+
+	mu      sync.Mutex      // guards what follows, and serialises merges
+	known   map[string]bool // storage keys already loaded
+	poll    time.Duration
+	stopped chan struct{}
+	started bool
+	jtis    map[string]int64 // logout token ids seen, until they expire
+	pending []pendingWrite   // failed storage writes, retried on every poll
+}
+
+// revStore is the storage an application's logout list lives in.
+type revStore struct {
+	storage certmagic.Storage
+	base    string // this application's storage folder
+	prefix  string // its logout list
+}
+
+func newRevocations(logger *zap.Logger) *revocations {
+	rv := &revocations{logger: logger, known: map[string]bool{}, jtis: map[string]int64{}, stopped: make(chan struct{})}
+	rv.set.Store(&revSet{})
+	return rv
+}
+
+// attach points the list at Caddy's storage and starts following it.
+func (rv *revocations) attach(ctx caddy.Context, appID string, poll time.Duration) {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	sum := sha256.Sum256([]byte(appID))
+	base := "logto/" + hex.EncodeToString(sum[:8])
+	st := storageOf(ctx)
+	rv.store.Store(&revStore{storage: st, base: base, prefix: base + "/revoked"})
+	if poll > 0 && (rv.poll == 0 || poll < rv.poll) {
+		rv.poll = poll
+	}
+	if !rv.started && st != nil {
+		rv.started = true
+		go rv.follow()
+	}
+}
+
+func (rv *revocations) storageBackend() certmagic.Storage {
+	if s := rv.store.Load(); s != nil {
+		return s.storage
+	}
+	return nil
+}
+
+func (rv *revocations) storagePrefix() string {
+	if s := rv.store.Load(); s != nil {
+		return s.base
+	}
+	return ""
+}
+
+// where returns the storage, the application's folder and its logout list.
+func (rv *revocations) where() (certmagic.Storage, string, string) {
+	if s := rv.store.Load(); s != nil {
+		return s.storage, s.base, s.prefix
+	}
+	return nil, "", ""
+}
+
+func (rv *revocations) stop() {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	select {
+	case <-rv.stopped:
+	default:
+		close(rv.stopped)
+	}
+}
+
+func (rv *revocations) follow() {
+	for {
+		rv.load()
+		rv.mu.Lock()
+		poll := rv.poll
+		rv.mu.Unlock()
+		select {
+		case <-rv.stopped:
+			return
+		case <-time.After(poll):
+		}
+	}
+}
+
+// load reads entries other instances stored and drops expired ones.
+func (rv *revocations) load() {
+	st, _, prefix := rv.where()
+	if st == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rv.retryPending(ctx, st)
+	keys, err := st.List(ctx, prefix, false)
+	if err != nil {
+		if !isNotExist(err) {
+			rv.logger.Warn("cannot read the logout list from storage", errField(err))
+		}
+		return
+	}
+	now := time.Now().Unix()
+	var fresh []revocation
+	listed := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		listed[k] = true
+	}
+	rv.mu.Lock()
+	for k := range rv.known {
+		if !listed[k] {
+			delete(rv.known, k) // deleted by whoever swept it
+		}
+	}
+	rv.mu.Unlock()
+	for _, k := range keys {
+		rv.mu.Lock()
+		seen := rv.known[k]
+		rv.mu.Unlock()
+		if seen {
+			continue
+		}
+		b, err := st.Load(ctx, k)
+		if err != nil {
+			continue
+		}
+		var e revocation
+		if json.Unmarshal(b, &e) != nil {
+			continue
+		}
+		if e.Until < now {
+			_ = st.Delete(ctx, k)
+			continue
+		}
+		rv.mu.Lock()
+		rv.known[k] = true
+		rv.mu.Unlock()
+		fresh = append(fresh, e)
+	}
+	// Merging also drops expired entries from memory, so merge even when
+	// nothing is new.
+	rv.merge(fresh...)
+	rv.sweepHandoffs(ctx, st)
+}
+
+// sweepHandoffs deletes rotation handoff and logout token id records past
+// their use.
+func (rv *revocations) sweepHandoffs(ctx context.Context, st certmagic.Storage) {
+	_, base, _ := rv.where()
+	for dir, ttl := range map[string]time.Duration{
+		base + "/rotated":    handoffTTL,
+		base + "/logout-jti": maxLogoutTokenAge + 2*time.Minute,
+	} {
+		keys, err := st.List(ctx, dir, false)
+		if err != nil {
+			continue
+		}
+		for _, k := range keys {
+			if info, err := st.Stat(ctx, k); err == nil && time.Since(info.Modified) > ttl {
+				_ = st.Delete(ctx, k)
+			}
+		}
+	}
+}
+
+func isNotExist(err error) bool {
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// merge adds entries to the in-memory snapshot, dropping expired ones. It
+// reports whether a session entry was new (for one entry: whether to store
+// it). Rebuilding copies the list, so it happens under mu, which nothing on
+// a request's path (the gate reads the snapshot without locks, refreshes
+// use store) waits for.
+func (rv *revocations) merge(entries ...revocation) (added bool) {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	old := rv.set.Load()
+	if len(entries) == 1 && entries[0].Kind == revokeSession {
+		if _, ok := old.sessions[entries[0].Value]; ok {
+			return false
+		}
+	}
+	now := time.Now().Unix()
+	next := &revSet{sessions: map[string]revEntry{}, subs: map[string]revEntry{}, sids: map[string]revEntry{}}
+	copyLive := func(dst, src map[string]revEntry) {
+		for k, v := range src {
+			if v.until >= now {
+				dst[k] = v
+			}
+		}
+	}
+	copyLive(next.sessions, old.sessions)
+	copyLive(next.subs, old.subs)
+	copyLive(next.sids, old.sids)
+	for _, e := range entries {
+		var m map[string]revEntry
+		switch e.Kind {
+		case revokeSession:
+			m = next.sessions
+		case revokeSub, revokeSubNoSID:
+			m = next.subs
+		case revokeSID:
+			m = next.sids
+		default:
+			continue
+		}
+		cur := m[e.Value]
+		switch {
+		case e.Kind == revokeSubNoSID && e.At > cur.noSID:
+			cur.noSID = e.At
+		case e.Kind != revokeSubNoSID && e.At > cur.at:
+			cur.at = e.At
+		default:
+			continue
+		}
+		cur.until = max(e.Until, cur.until)
+		m[e.Value] = cur
+		added = true
+	}
+	rv.set.Store(next)
+	return added
+}
+
+// add records a logout here at once and in storage for the other instances.
+// A session already on the list is not added again: repeated sign-outs of
+// one cookie must not grow the list, in memory or in storage.
+func (rv *revocations) add(ctx context.Context, kind revokeKind, value string, until int64) {
+	if value == "" {
+		return
+	}
+	e := revocation{Kind: kind, Value: value, At: time.Now().UnixMilli(), Until: until}
+	if !rv.merge(e) {
+		return
+	}
+	st, _, prefix := rv.where()
+	if st == nil {
+		return
+	}
+	// One key per logout, not per user: a second logout of the same user
+	// must reach instances that loaded the first.
+	sum := sha256.Sum256([]byte(string(kind) + "\x00" + value + "\x00" + strconv.FormatInt(e.At, 10)))
+	key := prefix + "/" + hex.EncodeToString(sum[:16])
+	b, _ := json.Marshal(e)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rv.storeOrRetry(ctx, st, key, b, time.Unix(until, 0)); err != nil {
+		rv.logger.Error("cannot write the logout list to storage; other instances will see this logout once a retry lands", errField(err))
+		return
+	}
+	rv.mu.Lock()
+	rv.known[key] = true
+	rv.mu.Unlock()
+}
+
+// has reports whether u's session is on the logout list. It is on the hot
+// path: one atomic load and, when the list is not empty, three map reads.
+func (rv *revocations) has(u *user) bool {
+	s := rv.set.Load()
+	if s.empty() {
+		return false
+	}
+	if _, ok := s.sessions[u.s.ID]; ok {
+		return true
+	}
+	if e, ok := s.subs[u.sub]; ok && (u.s.Created <= e.at || u.sid == "" && u.s.Created <= e.noSID) {
+		return true
+	}
+	if u.sid != "" {
+		if e, ok := s.sids[u.sid]; ok && u.s.Created <= e.at {
+			return true
+		}
+	}
+	return false
+}
+
+// seenJTI records a logout token id and reports whether it was seen
+// before, here or (through storage) by another instance: a logout token
+// replayed to another instance of the cluster must not end the sessions the
+// user started since.
+func (rv *revocations) seenJTI(ctx context.Context, jti string, until int64) bool {
+	rv.mu.Lock()
+	now := time.Now().Unix()
+	for k, exp := range rv.jtis {
+		if exp < now {
+			delete(rv.jtis, k)
+		}
+	}
+	if _, ok := rv.jtis[jti]; ok {
+		rv.mu.Unlock()
+		return true
+	}
+	rv.jtis[jti] = until
+	rv.mu.Unlock()
+	st, base, _ := rv.where()
+	if st == nil {
+		return false
+	}
+	sum := sha256.Sum256([]byte("jti\x00" + jti))
+	key := base + "/logout-jti/" + hex.EncodeToString(sum[:16])
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if st.Exists(ctx, key) {
+		return true
+	}
+	if err := rv.storeOrRetry(ctx, st, key, []byte(strconv.FormatInt(until, 10)), time.Unix(until, 0)); err != nil {
+		rv.logger.Warn("cannot record a logout token id in storage yet; other instances could accept a replay until a retry lands", errField(err))
+	}
+	return false
+}
+
+// storageOf is Caddy's configured storage, or nil for a context without a
+// config (a handler provisioned outside a running Caddy, as in tests).
+func storageOf(ctx caddy.Context) (st certmagic.Storage) {
+	defer func() {
+		if recover() != nil {
+			st = nil
+		}
+	}()
+	return ctx.Storage()
+}
