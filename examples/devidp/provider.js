@@ -13,6 +13,7 @@ import {
 } from './data.js';
 import { refreshTokenGrant, parameters as refreshParameters } from './refresh-grant.js';
 import { generateSigningKey, randomId } from './keys.js';
+import { logtoErrorMiddleware } from './logto-errors.js';
 import * as views from './views.js';
 
 /** Logto's extra authorization parameters (ExtraParamsKey). */
@@ -145,6 +146,16 @@ export function createProvider(cfg) {
         },
       },
     },
+    formats: {
+      customizers: {
+        // Logto: a user's access token always has `scope`, empty ("") when
+        // none of the permissions asked for at sign-in is granted;
+        // oidc-provider would leave the claim out.
+        jwt: (ctx, token, jwt) => {
+          if (token.accountId && jwt.payload.scope === undefined) jwt.payload.scope = '';
+        },
+      },
+    },
     extraTokenClaims: (ctx, token) => {
       const organizationId = ctx.oidc.params?.organization_id;
       if (organizationId && ctx.oidc.params?.resource && token instanceof ctx.oidc.provider.AccessToken) {
@@ -198,6 +209,8 @@ export function createProvider(cfg) {
       Session: ttl.session,
     },
   });
+
+  provider.use(logtoErrorMiddleware);
 
   provider.registerGrantType(
     'refresh_token',

@@ -22,8 +22,11 @@
  *   DEVIDP_ROTATE: logto (default; confidential clients rotate after 70 % of
  *     the refresh token's lifetime) | always | never
  *   DEVIDP_ID_TOKEN_EXTENDED_CLAIMS: 1 (default) puts roles, organizations,
- *     organization_roles, custom_data, identities in ID tokens; 0 leaves them
- *     to userinfo only
+ *     organization_roles, custom_data, identities in ID tokens (each only when
+ *     its scope was granted); 0 leaves them to userinfo only
+ *   DEVIDP_CLIENT_SECRET_POST: 1 accepts the client secret in the form body
+ *     too, as node-oidc-provider (and so Logto) does; by default only
+ *     client_secret_basic authenticates a client (401 invalid_client)
  *
  * Demo users (password = username): alice (role admin; acme admin, globex
  * member; custom_data {plan:"pro"}), bob (viewer; acme member; picture null),
@@ -46,6 +49,7 @@ import {
   KAKAO_USER_ID, RESOURCES, ROLES, ORGANIZATION_ROLES,
 } from './data.js';
 import { createProvider } from './provider.js';
+import { refuseSecretInBody } from './client-auth.js';
 import { SUPPORTED_ALGS } from './keys.js';
 import * as views from './views.js';
 
@@ -82,6 +86,7 @@ const ttl = {
   session: seconds('DEVIDP_SESSION_TTL', 14 * 24 * 3600),
 };
 const extendedIdTokenClaims = (env.DEVIDP_ID_TOKEN_EXTENDED_CLAIMS ?? '1') !== '0';
+const clientSecretPost = env.DEVIDP_CLIENT_SECRET_POST === '1';
 
 // --- state -----------------------------------------------------------------
 
@@ -461,6 +466,7 @@ async function handle(req, res) {
   if (pathname === '/oidc' || pathname.startsWith('/oidc/')) {
     if (await injectFailure(req, res, pathname)) return;
     observe(req, res, url);
+    if (!clientSecretPost && await refuseSecretInBody(req, res, pathname)) return;
     // Mount oidc-provider at /oidc, as Logto does; it reads the mount path
     // back from originalUrl when it builds URLs.
     req.originalUrl = req.url;

@@ -271,8 +271,7 @@ expect "bob: resource token scope" "$(token "$TMP/b2.json" grant_type=refresh_to
 RTB=$(json d.refresh_token <"$TMP/b2.json")
 expect "bob: organization token (acme member)" "$(token "$TMP/b3.json" grant_type=refresh_token "refresh_token=$RTB" "organization_id=$ACME" && claim scope "$(json d.access_token <"$TMP/b3.json")")" "200read:reports"
 RTB=$(json d.refresh_token <"$TMP/b3.json")
-expect "client_secret_post accepted too" "$(curl -s -o "$TMP/b2.json" -w '%{http_code}' -d "client_id=$APP" -d "client_secret=$SECRET" -d grant_type=refresh_token -d "refresh_token=$RTB" "$ISSUER/token")" 200
-RTB=$(json d.refresh_token <"$TMP/b2.json")
+expect "client_secret_post refused" "$(curl -s -o "$TMP/t.json" -w '%{http_code}' -d "client_id=$APP" -d "client_secret=$SECRET" -d grant_type=refresh_token -d "refresh_token=$RTB" "$ISSUER/token") $(json d.error <"$TMP/t.json")" "401 invalid_client"
 expect "revocation with client auth" "$(curl -s -o /dev/null -w '%{http_code}' -u "$APP:$SECRET" -d "token=$RTB" -d token_type_hint=refresh_token "$ISSUER/token/revocation")" 200
 expect "revoked token" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RTB")" 400
 expect "  error invalid_grant" "$(json d.error <"$TMP/t.json")" invalid_grant
@@ -347,15 +346,21 @@ curl -sf -X POST "$BASE/__dev/fail?endpoint=discovery&mode=slow&delay_ms=1200" >
 expect_match "injected slowness" "$(curl -s -o /dev/null -w '%{time_total}' "$ISSUER/.well-known/openid-configuration")" '^[1-9]'
 curl -sf "$BASE/__dev/stats" >"$TMP/stats.json"
 expect "stats" "$(json '[d.authorization_code_grants, d.refresh_token_grants, d.refresh_token_grants_by_resource["https://api.example.com"], d.organization_token_grants, d.invalid_grants, d.revocations, d.end_sessions, d.backchannel_logouts_sent, d.userinfo_requests].join(" ")' <"$TMP/stats.json")" \
-	"7 10 3 4 5 1 1 2 1"
+	"7 9 3 4 5 1 1 2 1"
 curl -sf -X POST "$BASE/__dev/reset" >/dev/null
 expect "reset" "$(curl -sf "$BASE/__dev/stats" | json 'd.authorization_code_grants + d.refresh_token_grants')$(curl -sf "$BASE/__dev/requests" | json 'd.length')" 00
 stop_idp
 
-echo "== second instance (env client, RS256, DEVIDP_ROTATE=logto, short TTLs, no extended claims)"
+echo "== Logto's strictness (strict-check.mjs, default settings)"
+start_idp idp-strict
+node strict-check.mjs "$BASE" | tee "$TMP/strict.out" || die "strict-check.mjs"
+PASS=$((PASS + $(grep -c '^ok ' "$TMP/strict.out")))
+stop_idp
+
+echo "== second instance (env client, RS256, DEVIDP_ROTATE=logto, short TTLs, no extended claims, client_secret_post)"
 start_idp idp2 DEVIDP_CLIENT_ID=$APP DEVIDP_CLIENT_SECRET=$SECRET DEVIDP_REDIRECT_URIS="$REDIRECT_URI http://localhost:9/other" \
 	DEVIDP_POST_LOGOUT_REDIRECT_URIS="$POST_LOGOUT" DEVIDP_ALG=RS256 DEVIDP_ROTATE=logto DEVIDP_REFRESH_TOKEN_TTL=10 \
-	DEVIDP_ID_TOKEN_TTL=2 DEVIDP_ACCESS_TOKEN_TTL=5 DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=0
+	DEVIDP_ID_TOKEN_TTL=2 DEVIDP_ACCESS_TOKEN_TTL=5 DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=0 DEVIDP_CLIENT_SECRET_POST=1
 ISSUER="$BASE/oidc"
 expect "RS256 discovery" "$(curl -sf "$ISSUER/.well-known/openid-configuration" | json 'd.id_token_signing_alg_values_supported.join()')" RS256
 authorize "$TMP/jar2" "$SIGNIN_QUERY" alice || die "sign-in with env client"
@@ -368,6 +373,7 @@ RT=$(json d.refresh_token <"$TMP/e1.json")
 token "$TMP/e2.json" grant_type=refresh_token "refresh_token=$RT" resource=https://api.example.com >/dev/null
 expect "logto rotation: same token before 70 %" "$(json d.refresh_token <"$TMP/e2.json")" "$RT"
 expect "access token TTL" "$(json d.expires_in <"$TMP/e2.json")" 5
+expect "DEVIDP_CLIENT_SECRET_POST=1: client_secret_post accepted" "$(curl -s -o "$TMP/t.json" -w '%{http_code}' -d "client_id=$APP" -d "client_secret=$SECRET" -d grant_type=refresh_token -d "refresh_token=$RT" "$ISSUER/token")" 200
 sleep 7.2
 token "$TMP/e3.json" grant_type=refresh_token "refresh_token=$RT" >/dev/null
 RT2=$(json d.refresh_token <"$TMP/e3.json")
