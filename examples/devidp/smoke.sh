@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Smoke test of the dev IdP with curl: discovery, a full code flow, resource
+# Smoke test of the dev IdP with curl (and strict-check.mjs for Logto's
+# strictness): discovery, a full code flow, resource
 # and organization tokens, refresh-token rotation and reuse detection,
 # revocation, RP-initiated and back-channel logout, key rotation, failure
 # injection, the sign-in pages, and 20 quick starts in a row. Needs node and

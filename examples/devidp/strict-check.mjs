@@ -104,6 +104,10 @@ const BY_SCOPE = {
   const me = await flow.userinfo(all.access_token);
   expect('claims: organization_roles entries are <organization id>:<role>', sorted(me.organization_roles), sorted([`${ACME}:admin`, `${GLOBEX}:member`]));
   expect('claims: organization_data in userinfo only', [decodeJwt(all.id_token).payload.organization_data === undefined, me.organization_data.length], [true, 2]);
+  const stepUp = await flow.authorizeRaw({ jar, prompt: '', scope: `openid offline_access profile ${ORG_ROLES}` });
+  const stepped = await flow.exchange(stepUp.location);
+  expect('signed in at the IdP, asking for more scope without prompt: straight back, no page, and granted',
+    [stepUp.pages, Array.isArray(decodeJwt(stepped.id_token).payload.organization_roles)], [0, true]);
   const onlyOpenid = await flow.signInAndExchange({ jar, scope: 'openid' });
   expect('claims: scope openid alone → sub and token claims only', keys(decodeJwt(onlyOpenid.id_token).payload), sorted(['at_hash', 'aud', 'exp', 'iat', 'iss', 'nonce', 'sub']));
 }
@@ -149,7 +153,8 @@ const INVALID_TARGET = {
   expect('userinfo refuses a resource token', me.status, 401);
 
   const direct = await flow.signInAndExchange({ jar, scope: 'openid offline_access profile read:docs', resources: [API], exchange: { resource: API } });
-  expect('code exchange with resource: the resource token directly', [decodeJwt(direct.access_token).payload.aud, decodeJwt(direct.access_token).payload.scope], [API, 'read:docs']);
+  expect('code exchange with resource: the resource token directly, the answer\'s scope its permissions',
+    [decodeJwt(direct.access_token).payload.aud, decodeJwt(direct.access_token).payload.scope, direct.scope], [API, 'read:docs', 'read:docs']);
 
   const noPerms = await flow.signInAndExchange({ jar, scope: 'openid offline_access profile', resources: [API] });
   const np = await flow.token({ grant_type: 'refresh_token', refresh_token: noPerms.refresh_token, resource: API });
