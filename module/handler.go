@@ -166,6 +166,9 @@ type Handler struct {
 	cookie   cookieJarNames
 	paths    flowPaths
 	headerUp []headerField
+	needs    *needs       // what this block's sign-in must ask for
+	app      *application // the needs of every block of the application
+	stepUp   bool         // a session lacking needs is sent to sign in again
 }
 
 // CaddyModule returns the Caddy module information.
@@ -281,6 +284,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.client = c
 	ctx.OnCancel(func() { releaseClient(c) })
+
+	h.needs = h.blockNeeds()
+	// A pass block without rules uses what the session has; sending a
+	// signed-in visitor of a public page through Logto again is not worth
+	// an empty placeholder.
+	h.stepUp = !h.needs.empty() && (!h.Pass || h.needsRequestAuth())
+	var unregister func()
+	h.app, unregister = registerNeeds(endpoint, appID, h.needs)
+	ctx.OnCancel(unregister)
 	return nil
 }
 

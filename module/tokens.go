@@ -151,7 +151,7 @@ func (c *client) current(ctx context.Context, u *user) (*user, error) {
 		}
 		ls.retryAt = c.now().Add(refreshRetry)
 		c.logger.Warn("refreshing the session failed; it goes on with its current claims",
-			errField(err))
+			refusalFields(err)...)
 		return u, nil
 	}
 	if needsRefresh(nu, c.now().Unix()) {
@@ -201,14 +201,14 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 		switch {
 		case isInvalidGrant(err):
 			c.logger.Info("Logto rejected the session's refresh token; the user signs in again",
-				errField(err))
+				refusalFields(err)...)
 			c.endSession(u.s.ID)
 			// Remembered, so the dead cookie is not sent to Logto again on
 			// every request that still carries it.
 			c.revoked.add(ctx, revokeSession, u.s.ID, u.s.Expires)
 			return nil, nil, errSessionEnded
 		case errors.As(err, &te) && (key.resource != "" || key.org != ""):
-			return nil, nil, errTokenDenied
+			return nil, nil, fmt.Errorf("%w: %w", errTokenDenied, err)
 		}
 		return nil, nil, err
 	}
