@@ -263,6 +263,17 @@ expect "  error invalid_grant" "$(json d.error <"$TMP/t.json")" invalid_grant
 expect "newest token revoked with the grant" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$R1")" 400
 expect "grace-issued token revoked too" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$R2")" 400
 
+echo "== a refused resource still rotates (as in Logto: rotation comes before the resource check)"
+authorize "$TMP/jar-alice" "$SIGNIN_QUERY" || die "alice again"
+exchange "$CB" "$TMP/x.json" >/dev/null
+RTX=$(json d.refresh_token <"$TMP/x.json")
+expect "resource not sent at sign-in: Logto's body" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RTX" resource=https://billing.example.com) $(json 'JSON.stringify(d)' <"$TMP/t.json")" \
+	'400 {"code":"oidc.invalid_target","message":"Invalid resource indicator.","error":"invalid_target","error_description":"resource indicator is missing, or unknown"}'
+expect "  the refused token again within 3 s (reuse grace)" "$(token "$TMP/x2.json" grant_type=refresh_token "refresh_token=$RTX")" 200
+sleep 3.5
+expect "  the refused token after 3 s: consumed by the refusal" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RTX") $(json d.error <"$TMP/t.json")" "400 invalid_grant"
+expect "  and the grant is revoked" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$(json d.refresh_token <"$TMP/x2.json")")" 400
+
 echo "== second sign-in (bob), revocation"
 authorize "$TMP/jar-bob" "$SIGNIN_QUERY" bob || die "bob sign-in"
 expect "bob code exchange" "$(exchange "$CB" "$TMP/b.json")" 200
@@ -347,7 +358,7 @@ curl -sf -X POST "$BASE/__dev/fail?endpoint=discovery&mode=slow&delay_ms=1200" >
 expect_match "injected slowness" "$(curl -s -o /dev/null -w '%{time_total}' "$ISSUER/.well-known/openid-configuration")" '^[1-9]'
 curl -sf "$BASE/__dev/stats" >"$TMP/stats.json"
 expect "stats" "$(json '[d.authorization_code_grants, d.refresh_token_grants, d.refresh_token_grants_by_resource["https://api.example.com"], d.organization_token_grants, d.invalid_grants, d.revocations, d.end_sessions, d.backchannel_logouts_sent, d.userinfo_requests].join(" ")' <"$TMP/stats.json")" \
-	"7 9 3 4 5 1 1 2 1"
+	"8 10 3 4 7 1 1 2 1"
 curl -sf -X POST "$BASE/__dev/reset" >/dev/null
 expect "reset" "$(curl -sf "$BASE/__dev/stats" | json 'd.authorization_code_grants + d.refresh_token_grants')$(curl -sf "$BASE/__dev/requests" | json 'd.length')" 00
 stop_idp
