@@ -77,11 +77,15 @@ type Handler struct {
 	// "openid offline_access profile", e.g. email, phone, roles,
 	// custom_data, identities, urn:logto:scope:organizations,
 	// urn:logto:scope:organization_roles, and API permissions such as
-	// read:docs.
+	// read:docs. Every sign-in of the application (same endpoint and
+	// app_id) asks for the scopes and resources of all its handlers,
+	// including what their rules and route tokens need, since Logto grants
+	// nothing later that the sign-in did not ask for.
 	Scopes []string `json:"scopes,omitempty"`
 
 	// API resource indicators requested at sign-in, so their access tokens
-	// can be obtained with the refresh token later.
+	// can be obtained with the refresh token later (every handler's, as for
+	// scopes).
 	Resources []string `json:"resources,omitempty"`
 
 	// The prompt sent to Logto. Default: consent, which Logto needs to issue
