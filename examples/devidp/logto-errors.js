@@ -27,8 +27,9 @@ const MESSAGES = {
 const SESSION_NOT_FOUND = 'Session not found.';
 const ERROR_URIS = { invalid_grant: 'https://openid.sh/debug/invalid_grant' };
 
-// i18next leaves a variable it was not given out of the text.
-const interpolate = (text, vars) => text.replace(/\{\{(\w+)\}\}/g, (_, name) => vars[name] ?? '');
+// i18next (skipOnVariables, its default) leaves a placeholder it was given no
+// value for as it is: Logto passes only {code}.
+const interpolate = (text, vars) => text.replace(/\{\{(\w+)\}\}/g, (match, name) => vars[name] ?? match);
 
 const isSessionNotFound = (description) => typeof description === 'string'
   && ((description.includes('session') && description.includes('not found'))

@@ -38,7 +38,9 @@
  * POST /__dev/rotate-keys[?drop_old=1], GET /__dev/requests, GET /__dev/stats,
  * POST /__dev/reset, POST /__dev/fail?endpoint=token|jwks|discovery|userinfo|
  * revocation|end_session&mode=500|garbage|slow&count=N[&delay_ms=5000],
- * POST /__dev/logout?sub=<user id>[&keep_tokens=1], GET /__dev/backchannel.
+ * POST /__dev/logout?sub=<user id>[&keep_tokens=1], GET /__dev/backchannel,
+ * POST /__dev/resources/delete?indicator=<API resource> (as if deleted in
+ * Console), POST /__dev/resources/restore (reset restores them too).
  */
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -46,7 +48,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Store } from './adapter.js';
 import {
   seedUsers, users, organizations, addUser, findUserByUsername, logtoId, publicUser,
-  KAKAO_USER_ID, RESOURCES, ROLES, ORGANIZATION_ROLES,
+  KAKAO_USER_ID, RESOURCES, ROLES, ORGANIZATION_ROLES, deleteResource, restoreResources,
 } from './data.js';
 import { createProvider } from './provider.js';
 import { refuseSecretInBody } from './client-auth.js';
@@ -377,6 +379,7 @@ async function handleDev(req, res, url) {
       authorizationRequests = [];
       backchannelLog = [];
       failures = {};
+      restoreResources();
       return sendJson(res, 200, { ok: true });
     case 'GET /__dev/fail': return sendJson(res, 200, failures);
     case 'POST /__dev/fail': {
@@ -412,6 +415,14 @@ async function handleDev(req, res, url) {
     }
     case 'GET /__dev/users': return sendJson(res, 200, [...users.values()].map(publicUser));
     case 'GET /__dev/organizations': return sendJson(res, 200, [...organizations.values()]);
+    case 'POST /__dev/resources/delete': {
+      const indicator = q.get('indicator') ?? '';
+      if (!deleteResource(indicator)) return sendJson(res, 404, { error: `no API resource ${indicator}` });
+      return sendJson(res, 200, { deleted: indicator, resources: Object.keys(RESOURCES) });
+    }
+    case 'POST /__dev/resources/restore':
+      restoreResources();
+      return sendJson(res, 200, { resources: Object.keys(RESOURCES) });
     case 'GET /__dev/resources':
       return sendJson(res, 200, { resources: RESOURCES, roles: ROLES, organization_roles: ORGANIZATION_ROLES });
     default: return sendJson(res, 404, { error: 'not found' });

@@ -252,5 +252,23 @@ const INVALID_TARGET = {
   expect('unregistered post_logout_redirect_uri → 400', [bad.status, badBody.error_description], [400, 'post_logout_redirect_uri not registered']);
 }
 
+// --- an API resource deleted in Logto ------------------------------------------
+
+{
+  const jar = flow.jar();
+  const t = await flow.signInAndExchange({ jar, user: 'bob', scope: 'openid offline_access profile read:docs', resources: [API] });
+  const del = await fetch(`${BASE}/__dev/resources/delete?indicator=${encodeURIComponent(API)}`, { method: 'POST' });
+  expect('hook: delete an API resource', del.status, 200);
+  const r = await flow.token({ grant_type: 'refresh_token', refresh_token: t.refresh_token, resource: API });
+  expect('deleted resource, granted at sign-in → exactly Logto\'s 400 invalid_target', [r.status, r.body], [400, INVALID_TARGET]);
+  const plain = await flow.token({ grant_type: 'refresh_token', refresh_token: t.refresh_token });
+  expect('deleted resource: a refresh without resource still works', plain.status, 200);
+  const auth = await flow.authorizeRaw({ jar: flow.jar(), scope: 'openid profile', resources: [API] });
+  expect('deleted resource at sign-in → error=invalid_target at the redirect URI', new URL(auth.location).searchParams.get('error'), 'invalid_target');
+  await fetch(`${BASE}/__dev/resources/restore`, { method: 'POST' });
+  const back = await flow.token({ grant_type: 'refresh_token', refresh_token: plain.body.refresh_token, resource: API });
+  expect('restored resource: the grant gets its token again', [back.status, decodeJwt(back.body.access_token).payload.scope], [200, 'read:docs']);
+}
+
 receiver.close();
 process.stdout.write(`strict-check: ${passed} passed\n`);
