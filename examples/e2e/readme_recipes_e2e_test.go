@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // recipe is a README block made runnable: Caddy serving it, an upstream,
@@ -285,7 +286,12 @@ func checkCodesOutOfLogs(t *testing.T, b readmeBlock, all []readmeBlock) {
 	callback := v.loginAtIdP(resolve(first.Request.URL, first.location()), r.site+"/logto/sign-in-callback", "alice", "alice")
 	expectStatus(t, "the callback", v.navigate(callback), http.StatusFound)
 	code := strings.SplitN(strings.SplitN(callback, "code=", 2)[1], "&", 2)[0]
+	// Caddy's log reaches us through a pipe, a moment after the answer.
 	out := r.caddy.p.out.String()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out, "sign-in-callback") && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		out = r.caddy.p.out.String()
+	}
 	if !strings.Contains(out, "sign-in-callback") {
 		t.Fatalf("the callback was not logged at all:\n%s", tail(out, 2000))
 	}
