@@ -21,9 +21,11 @@
  *   DEVIDP_REFRESH_TOKEN_TTL (1209600), DEVIDP_SESSION_TTL (1209600): seconds
  *   DEVIDP_ROTATE: logto (default; confidential clients rotate after 70 % of
  *     the refresh token's lifetime) | always | never
+ *   DEVIDP_AUTHORIZATION_CODE_TTL (60, as Logto): seconds
  *   DEVIDP_ID_TOKEN_EXTENDED_CLAIMS: 1 (default) puts roles, organizations,
  *     organization_roles, custom_data, identities in ID tokens (each only when
- *     its scope was granted); 0 leaves them to userinfo only
+ *     its scope was granted); 0 leaves them to userinfo only; a list (e.g.
+ *     "roles organizations") enables just those, as a tenant can
  *   DEVIDP_CLIENT_SECRET_POST: 1 accepts the client secret in the form body
  *     too, as node-oidc-provider (and so Logto) does; by default only
  *     client_secret_basic authenticates a client (401 invalid_client)
@@ -50,7 +52,7 @@ import {
   seedUsers, users, organizations, addUser, findUserByUsername, logtoId, publicUser,
   KAKAO_USER_ID, RESOURCES, ROLES, ORGANIZATION_ROLES, deleteResource, restoreResources,
 } from './data.js';
-import { createProvider } from './provider.js';
+import { createProvider, ID_TOKEN_EXTENDED } from './provider.js';
 import { refuseSecretInBody } from './client-auth.js';
 import { SUPPORTED_ALGS } from './keys.js';
 import * as views from './views.js';
@@ -86,8 +88,17 @@ const ttl = {
   idToken: seconds('DEVIDP_ID_TOKEN_TTL', 3600),
   refreshToken: seconds('DEVIDP_REFRESH_TOKEN_TTL', 14 * 24 * 3600),
   session: seconds('DEVIDP_SESSION_TTL', 14 * 24 * 3600),
+  authorizationCode: seconds('DEVIDP_AUTHORIZATION_CODE_TTL', 60),
 };
-const extendedIdTokenClaims = (env.DEVIDP_ID_TOKEN_EXTENDED_CLAIMS ?? '1') !== '0';
+const extendedIdTokenClaims = (() => {
+  const raw = (env.DEVIDP_ID_TOKEN_EXTENDED_CLAIMS ?? '1').trim();
+  if (raw === '1' || raw === '') return new Set(ID_TOKEN_EXTENDED);
+  if (raw === '0') return new Set();
+  const names = raw.split(/[\s,]+/).filter(Boolean);
+  const unknown = names.filter((name) => !ID_TOKEN_EXTENDED.has(name));
+  if (unknown.length) fail(`DEVIDP_ID_TOKEN_EXTENDED_CLAIMS: not an extended claim: ${unknown.join(' ')} (one of ${[...ID_TOKEN_EXTENDED].join(' ')}, or 1 or 0)`);
+  return new Set(names);
+})();
 const clientSecretPost = env.DEVIDP_CLIENT_SECRET_POST === '1';
 
 // --- state -----------------------------------------------------------------

@@ -372,7 +372,8 @@ stop_idp
 echo "== second instance (env client, RS256, DEVIDP_ROTATE=logto, short TTLs, no extended claims, client_secret_post)"
 start_idp idp2 DEVIDP_CLIENT_ID=$APP DEVIDP_CLIENT_SECRET=$SECRET DEVIDP_REDIRECT_URIS="$REDIRECT_URI http://localhost:9/other" \
 	DEVIDP_POST_LOGOUT_REDIRECT_URIS="$POST_LOGOUT" DEVIDP_ALG=RS256 DEVIDP_ROTATE=logto DEVIDP_REFRESH_TOKEN_TTL=10 \
-	DEVIDP_ID_TOKEN_TTL=2 DEVIDP_ACCESS_TOKEN_TTL=5 DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=0 DEVIDP_CLIENT_SECRET_POST=1
+	DEVIDP_ID_TOKEN_TTL=2 DEVIDP_ACCESS_TOKEN_TTL=5 DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=0 DEVIDP_CLIENT_SECRET_POST=1 \
+	DEVIDP_AUTHORIZATION_CODE_TTL=3
 ISSUER="$BASE/oidc"
 expect "RS256 discovery" "$(curl -sf "$ISSUER/.well-known/openid-configuration" | json 'd.id_token_signing_alg_values_supported.join()')" RS256
 authorize "$TMP/jar2" "$SIGNIN_QUERY" alice || die "sign-in with env client"
@@ -386,7 +387,10 @@ token "$TMP/e2.json" grant_type=refresh_token "refresh_token=$RT" resource=https
 expect "logto rotation: same token before 70 %" "$(json d.refresh_token <"$TMP/e2.json")" "$RT"
 expect "access token TTL" "$(json d.expires_in <"$TMP/e2.json")" 5
 expect "DEVIDP_CLIENT_SECRET_POST=1: client_secret_post accepted" "$(curl -s -o "$TMP/t.json" -w '%{http_code}' -d "client_id=$APP" -d "client_secret=$SECRET" -d grant_type=refresh_token -d "refresh_token=$RT" "$ISSUER/token")" 200
+authorize "$TMP/jar-late" "$SIGNIN_QUERY" bob || die "bob, code left to expire"
+LATE_CB=$CB
 sleep 7.2
+expect "authorization code after its TTL (DEVIDP_AUTHORIZATION_CODE_TTL=3)" "$(exchange "$LATE_CB" "$TMP/t.json") $(json d.error <"$TMP/t.json")" "400 invalid_grant"
 token "$TMP/e3.json" grant_type=refresh_token "refresh_token=$RT" >/dev/null
 RT2=$(json d.refresh_token <"$TMP/e3.json")
 [ -n "$RT2" ] && [ "$RT2" != "$RT" ] || die "logto rotation: rotated after 70 %"
@@ -406,6 +410,18 @@ XSRF=$(sed -n 's/.*name="xsrf" value="\([^"]*\)".*/\1/p' "$TMP/logout3.html")
 read -r status loc < <(curl -s -o /dev/null -c "$TMP/jar2" -b "$TMP/jar2" -w '%{http_code} %{redirect_url}\n' -d "xsrf=$XSRF" -d logout=yes "$ISSUER/session/end/confirm")
 expect "without client_id or hint: IdP's own success page" "$status $loc" "303 $ISSUER/session/end/success"
 stop_idp
+
+echo "== a tenant with some extended ID token claims (DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=\"roles organization_roles\")"
+start_idp idp3 DEVIDP_CLIENT_ID=$APP DEVIDP_CLIENT_SECRET=$SECRET DEVIDP_REDIRECT_URIS="$REDIRECT_URI" \
+	DEVIDP_ID_TOKEN_EXTENDED_CLAIMS="roles organization_roles"
+ISSUER="$BASE/oidc"
+authorize "$TMP/jar4" "prompt=consent&scope=$(urlenc 'openid offline_access profile roles custom_data urn:logto:scope:organizations urn:logto:scope:organization_roles')" alice || die "sign-in, some extended claims"
+exchange "$CB" "$TMP/p1.json" >/dev/null
+expect "ID token: only the enabled extended claims" "$(jwt_part 1 "$(json d.id_token <"$TMP/p1.json")" | json '["roles","organization_roles","organizations","custom_data"].map(c=>c in d).join()')" "true,true,false,false"
+expect "userinfo: all of them" "$(curl -sf -H "Authorization: Bearer $(json d.access_token <"$TMP/p1.json")" "$ISSUER/me" | json '["roles","organization_roles","organizations","custom_data"].map(c=>c in d).join()')" "true,true,true,true"
+stop_idp
+DEVIDP_PORT=0 DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=roles,organization_data node server.js >"$TMP/bad.out" 2>&1 && die "unknown extended claim accepted"
+expect "unknown extended claim refused" "$(grep -c 'not an extended claim: organization_data' "$TMP/bad.out")" 1
 
 echo "== 20 starts in a row"
 slowest=0
