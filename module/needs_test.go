@@ -222,3 +222,24 @@ func TestAskedSurvivesTheCookie(t *testing.T) {
 		t.Errorf("a scope was taken for a resource: missing %+v", m)
 	}
 }
+
+// TestCoveredByDoesNotAllocate: the step-up check runs on every request of
+// a block with needs; for a session that has what it needs it must cost
+// map lookups only, no allocation (and it takes no lock).
+func TestCoveredByDoesNotAllocate(t *testing.T) {
+	s := session{
+		Scopes:    abbreviateAsked([]string{"email", "urn:logto:scope:organizations", "urn:logto:scope:organization_roles", "write:docs"}),
+		Resources: abbreviateAsked([]string{"urn:logto:resource:organizations", "https://api.example.com"}),
+	}
+	u := &user{asked: askedSet(&s)}
+	n := &needs{
+		scopes:    []string{"urn:logto:scope:organizations", "urn:logto:scope:organization_roles", "write:docs"},
+		resources: []string{"urn:logto:resource:organizations", "https://api.example.com"},
+	}
+	if !n.coveredBy(u) {
+		t.Fatal("not covered")
+	}
+	if a := testing.AllocsPerRun(100, func() { n.coveredBy(u) }); a != 0 {
+		t.Errorf("coveredBy allocates %v times per call", a)
+	}
+}
