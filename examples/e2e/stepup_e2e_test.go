@@ -197,3 +197,45 @@ func TestLogtoRefusalIsLogged(t *testing.T) {
 		t.Errorf("no log line carries Logto's invalid_target and its description:\n%s", tail(c.p.out.String(), 3000))
 	}
 }
+
+// stepUpPage answers with where the browser is and the user's roles, which
+// the ID token carries only when the sign-in asked for the roles scope.
+const stepUpPage = `	header Content-Type "text/html; charset=utf-8"
+	respond "<!doctype html><title>step up</title><h1 id=state>Private page</h1><p id=path>{http.request.uri}</p><p id=name>{http.auth.user.roles}</p>"
+}
+`
+
+// TestBrowserStepUpComesBack: in Chromium, a user signed in before /admin
+// gained a role rule opens /admin/panel?x=1, passes through Logto without
+// seeing its page (still signed in there) and lands on /admin/panel?x=1,
+// now with the roles claim the first sign-in never asked for.
+func TestBrowserStepUpComesBack(t *testing.T) {
+	t.Parallel()
+	requireStack(t)
+	s := newSite(t, env.idp)
+	block := func(matcher, extra string) string {
+		return "\tlogto " + matcher + "{\n\t\tendpoint {env.LOGTO_ENDPOINT}\n\t\tapp_id {env.LOGTO_APP_ID}\n\t\tapp_secret {env.LOGTO_APP_SECRET}\n" + extra + "\t}\n"
+	}
+	s.start("{$SITE_ADDRESS} {\n"+block("", "")+stepUpPage, "", nil)
+	b := newBrowser(t)
+	ctx := b.ctx
+	b.navigate(ctx, s.URL+"/")
+	b.signIn(ctx, "alice", "alice")
+	p := b.waitPage(ctx, "the home page", func(p page) bool { return p.State == "Private page" })
+	if p.Name != "" {
+		t.Fatalf("roles %q without the roles scope: the IdP is not strict", p.Name)
+	}
+
+	s.start("{$SITE_ADDRESS} {\n"+block("", "")+block("/admin/* ", "\t\trequire role admin\n")+stepUpPage, "", nil)
+	b.navigate(ctx, s.URL+"/admin/panel?x=1")
+	p = b.waitPage(ctx, "/admin after the second sign-in", func(p page) bool { return p.State == "Private page" || p.LoginForm })
+	if p.LoginForm {
+		t.Fatalf("the second sign-in showed the IdP's login page to a user signed in there: %s", p.URL)
+	}
+	if p.URL != s.URL+"/admin/panel?x=1" || p.Name != "admin" {
+		t.Errorf("landed on %q with roles %q, want %s/admin/panel?x=1 with admin", p.URL, p.Name, s.URL)
+	}
+	if docs := b.errorDocuments(); len(docs) > 0 {
+		t.Errorf("error pages on the way: %v", docs)
+	}
+}
