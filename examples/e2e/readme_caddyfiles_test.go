@@ -144,20 +144,36 @@ func snippet(t *testing.T, all []readmeBlock, name string) string {
 
 // TestReadmeCaddyfilesAreFormatted: Caddy warns "Caddyfile input is not
 // formatted" on a Caddyfile that `caddy fmt` would change, so a newcomer
-// copying a README block would be greeted by a warning. Every block must
-// come out of `caddy fmt` unchanged.
+// copying a README block (or running an example) would be greeted by a
+// warning. Every block, and every example's Caddyfile, must come out of
+// `caddy fmt` unchanged.
 func TestReadmeCaddyfilesAreFormatted(t *testing.T) {
 	if env.buildErr != nil {
 		t.Fatal(env.buildErr)
 	}
 	dir := t.TempDir()
-	for i, b := range readmeCaddyfiles(t) {
+	blocks := readmeCaddyfiles(t)
+	examples, _ := filepath.Glob(filepath.Join(env.root, "examples/*/Caddyfile"))
+	if len(examples) == 0 {
+		t.Fatal("no examples/*/Caddyfile")
+	}
+	for _, f := range examples {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(env.root, f)
+		blocks = append(blocks, readmeBlock{title: rel, line: 1, text: string(b)})
+	}
+	for i, b := range blocks {
 		file := filepath.Join(dir, fmt.Sprintf("block%d", i))
 		if err := os.WriteFile(file, []byte(b.text), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		// caddy fmt exits 1 when its output differs from the input; the
+		// output is what counts.
 		out, err := exec.Command(env.caddy, "fmt", file).Output()
-		if err != nil {
+		if len(out) == 0 {
 			t.Errorf("README line %d (%s): caddy fmt: %v", b.line, b.title, err)
 			continue
 		}
