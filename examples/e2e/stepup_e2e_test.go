@@ -153,51 +153,6 @@ func TestStepUpAfterConfigChange(t *testing.T) {
 	expectStatus(t, "bob (viewer) on /admin", bob.navigate(site+"/admin/"), http.StatusForbidden)
 }
 
-// TestLogtoRefusalIsLogged: Logto refuses a sign-in that names an API
-// resource it does not know (deleted in Console, or a typo in
-// token_resource) with invalid_target, before any sign-in page. Since every
-// sign-in of the application asks for every block's resources, the whole
-// application is affected, so the log line must say why, in Logto's words.
-func TestLogtoRefusalIsLogged(t *testing.T) {
-	t.Parallel()
-	requireStack(t)
-	idp := env.idp
-	port := freePort(t)
-	site := fmt.Sprintf("http://localhost:%d", port)
-	a := i4RegisterApp(t, idp, i4App{}, []string{site + "/logto/sign-in-callback"}, []string{site + "/"}, "")
-	c := i4RunCaddy(t, "unknown resource", port, i4Globals(t.TempDir(), "")+`{$SITE_ADDRESS} {
-	logto {
-		endpoint {env.LOGTO_ENDPOINT}
-		app_id {env.LOGTO_APP_ID}
-		app_secret {env.LOGTO_APP_SECRET}
-	}
-	logto /reports/* {
-		endpoint {env.LOGTO_ENDPOINT}
-		app_id {env.LOGTO_APP_ID}
-		app_secret {env.LOGTO_APP_SECRET}
-		token_resource https://deleted.example.test
-	}
-	respond "ok"
-}
-`, i4Vars(idp, a, "SITE_ADDRESS", site))
-	v := newVisitor(t)
-	first := v.navigate(site + "/")
-	back := v.loginAtIdP(resolve(first.Request.URL, first.location()), site+"/logto/sign-in-callback", "alice", "alice")
-	expectStatus(t, "the refused sign-in", v.navigate(back), http.StatusUnauthorized)
-	// Caddy's log reaches us through a pipe, a moment after the answer.
-	logged := false
-	for deadline := time.Now().Add(5 * time.Second); !logged && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		for _, l := range logLines(c.p.out.String()) {
-			if l["error"] == "invalid_target" && l["error_description"] != nil && l["error_description"] != "" {
-				logged = true
-			}
-		}
-	}
-	if !logged {
-		t.Errorf("no log line carries Logto's invalid_target and its description:\n%s", tail(c.p.out.String(), 3000))
-	}
-}
-
 // stepUpPage answers with where the browser is and the user's roles, which
 // the ID token carries only when the sign-in asked for the roles scope.
 const stepUpPage = `	header Content-Type "text/html; charset=utf-8"
