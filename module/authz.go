@@ -229,6 +229,15 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 			h.logger.Warn("Logto refused a token for the route",
 				append(refusalFields(err), zap.String("user_id", u.sub),
 					zap.String("resource", h.TokenResource), zap.String("organization_id", ra.org))...)
+			if h.stepUpForRefusal(r, u, err) {
+				// The grant lacks the resource although the sign-in asked
+				// for it (an API resource re-created in Console): a new
+				// sign-in may get it.
+				if err := h.stepUpFirst(w, r, cs, u, cookies, needs{resources: []string{h.routeResource()}}); err != nil {
+					return nil, err
+				}
+				return nil, errResponded
+			}
 			return nil, h.forbidden(u, "Logto refused a token for the route")
 		case err != nil:
 			h.logger.Error("cannot obtain the route's access token", refusalFields(err)...)

@@ -121,7 +121,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		return h.signInFirst(w, r, cs, st.cookies)
 	}
 	if protected && h.stepUp && !h.needs.coveredBy(u) {
-		return h.stepUpFirst(w, r, cs, u, st.cookies)
+		return h.stepUpFirst(w, r, cs, u, st.cookies, h.needs.missingFrom(u))
 	}
 
 	if protected && h.needsRequestAuth() {

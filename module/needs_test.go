@@ -194,8 +194,7 @@ func TestTokenRefusalLogsLogtosError(t *testing.T) {
 	}
 	idp.mu.Unlock()
 	mark := len(capturedLogs.String())
-	res := hx.serve(http.MethodGet, "/", b, fetchAPI())
-	res.mustHandlerError(t, http.StatusForbidden)
+	hx.serve(http.MethodGet, "/", b, fetchAPI())
 	logs := capturedLogs.String()[mark:]
 	for _, want := range []string{`"error":"invalid_target"`, `"error_description":"resource not granted"`, `"resource":"https://api.example.com"`} {
 		if !strings.Contains(logs, want) {
@@ -241,5 +240,47 @@ func TestCoveredByDoesNotAllocate(t *testing.T) {
 	}
 	if a := testing.AllocsPerRun(100, func() { n.coveredBy(u) }); a != 0 {
 		t.Errorf("coveredBy allocates %v times per call", a)
+	}
+}
+
+// TestInvalidTargetStepsUpOnce: the grant lacks a resource its sign-in
+// asked for (an API resource deleted and re-created in Console), so Logto
+// answers invalid_target. An API request gets 401 naming the resource; a
+// navigation is sent through sign-in once, and a new sign-in gets the
+// resource. If Logto keeps refusing it (the sign-in never completes), the
+// next navigation gets 403: one trip per session and window, not one per
+// navigation.
+func TestInvalidTargetStepsUpOnce(t *testing.T) {
+	idp := newFakeIdP(t)
+	hx := newHarness(t, idp, func(h *Handler) { h.TokenResource = "https://api.example.com" })
+	b := hx.signedIn()
+	idp.mu.Lock()
+	for _, rt := range idp.refresh {
+		rt.grant.resources = nil
+	}
+	idp.mu.Unlock()
+
+	api := hx.serve(http.MethodGet, "/data", b.clone(), fetchAPI())
+	api.mustHandlerError(t, http.StatusUnauthorized)
+	if wa := api.rec.Header().Get("WWW-Authenticate"); !strings.Contains(wa, `resource="https://api.example.com"`) {
+		t.Errorf("401 WWW-Authenticate %q does not name the resource", wa)
+	}
+
+	stuck := b.clone()
+	auth := hx.mustRedirectToAuth(t, hx.serve(http.MethodGet, "/data?page=3", stuck, navigation()))
+	mustInclude(t, "the second sign-in's resources", authResources(auth), []string{"https://api.example.com"})
+	again := hx.serve(http.MethodGet, "/data?page=3", stuck, navigation())
+	again.mustHandlerError(t, http.StatusForbidden)
+	hx.serve(http.MethodGet, "/data", stuck, fetchAPI()).mustHandlerError(t, http.StatusForbidden)
+
+	// The resource exists again: the second sign-in gets it.
+	cb := hx.serve(http.MethodGet, hx.callbackURL(auth, idp.issueCode(auth, "user-1")), stuck, navigation())
+	if loc := cb.rec.Header().Get("Location"); loc != "/data?page=3" {
+		t.Fatalf("after the second sign-in the browser goes to %q, want /data?page=3", loc)
+	}
+	res := hx.serve(http.MethodGet, "/data?page=3", stuck, navigation())
+	mustPass(t, res, "user-1")
+	if res.ph["http.auth.logto.access_token"] == "" {
+		t.Error("no access token after the second sign-in")
 	}
 }

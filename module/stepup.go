@@ -27,8 +27,7 @@ const stepUpWindow = 10 * time.Minute
 // (Logto sends a user it knows straight back). Anything else gets 401 and
 // a WWW-Authenticate header naming what is missing. A session that lacks
 // it right after such a sign-in gets 403: never a loop.
-func (h *Handler) stepUpFirst(w http.ResponseWriter, r *http.Request, cs *cookieSet, u *user, cookies []string) error {
-	miss := h.needs.missingFrom(u)
+func (h *Handler) stepUpFirst(w http.ResponseWriter, r *http.Request, cs *cookieSet, u *user, cookies []string, miss needs) error {
 	fields := []zap.Field{
 		zap.String("user_id", u.sub),
 		zap.Strings("missing_scopes", miss.scopes),
@@ -66,4 +65,36 @@ func (h *Handler) returnHere(r *http.Request) string {
 		ret, _, _ = strings.Cut(ret, "?")
 	}
 	return safeReturn(ret, h.siteURL(r))
+}
+
+// stepUpForRefusal reports whether Logto's refusal of the route's token is
+// worth one more sign-in: invalid_target means the grant lacks the
+// resource, which a new sign-in (asking for it again) may get, if Logto
+// knows it again. Navigations are sent once per session and stepUpWindow
+// (a resource Logto no longer knows would otherwise cost a trip to Logto
+// on every navigation); other requests get the 401 until then, and 403
+// after.
+func (h *Handler) stepUpForRefusal(r *http.Request, u *user, err error) bool {
+	var te *TokenError
+	if !errors.As(err, &te) || te.Code != "invalid_target" {
+		return false
+	}
+	now := h.client.now().Unix()
+	ls := h.client.live.get(u.s.ID, now)
+	last := ls.stepUpAt.Load()
+	if last != 0 && now-last < int64(stepUpWindow/time.Second) {
+		return false
+	}
+	if isNavigation(r) {
+		return ls.stepUpAt.CompareAndSwap(last, now)
+	}
+	return true
+}
+
+// routeResource is the resource indicator of the route's token.
+func (h *Handler) routeResource() string {
+	if h.TokenResource != "" {
+		return h.TokenResource
+	}
+	return organizationsResource
 }

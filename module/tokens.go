@@ -46,6 +46,11 @@ type liveSession struct {
 	info    map[string]any // userinfo claims
 	infoGen int            // session generation the userinfo belongs to
 	retryAt time.Time      // no refresh before this after a Logto failure
+	// stepUpAt is when a navigation was last sent to sign in again because
+	// Logto refused the route's resource (invalid_target), so a resource
+	// Logto no longer knows costs one trip per stepUpWindow, not one per
+	// navigation.
+	stepUpAt atomic.Int64
 }
 
 type tokenKey struct{ resource, org string }

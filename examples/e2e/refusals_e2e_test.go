@@ -7,6 +7,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -64,9 +65,11 @@ func TestLogtoRefusalIsLogged(t *testing.T) {
 
 // TestDeletedResourceRefusalIsLogged: the second story on a
 // session that did ask for the resource at sign-in: the API resource is
-// deleted in Console, Logto refuses the refresh grant for it with
-// invalid_target, the user gets 403 (a second sign-in could not help),
-// and the log line carries Logto's error and error_description.
+// deleted in Console and Logto refuses the refresh grant for it with
+// invalid_target. A new sign-in might get it (were it re-created), so the
+// navigation is sent through sign-in once; Logto refuses that too, and
+// from then on the user gets 403, not a trip to Logto per page. The log
+// lines carry Logto's error and error_description.
 func TestDeletedResourceRefusalIsLogged(t *testing.T) {
 	t.Parallel()
 	requireStack(t)
@@ -90,10 +93,16 @@ func TestDeletedResourceRefusalIsLogged(t *testing.T) {
 	v := newVisitor(t)
 	i4SignIn(t, v, site, idp.base, "/", "alice")
 	idp.admin(t, http.MethodPost, "/__dev/resources/delete?indicator=https://api.example.com", nil, nil)
+	first := v.navigate(site + "/")
+	if !first.isRedirect() || !strings.HasPrefix(first.location(), idp.base+"/oidc/auth") {
+		t.Fatalf("alice after the API resource was deleted: %s Location=%q, want one more sign-in", first.Status, first.location())
+	}
+	back := v.loginAtIdP(resolve(first.Request.URL, first.location()), site+"/logto/sign-in-callback", "alice", "alice")
+	expectStatus(t, "the sign-in Logto refused", v.navigate(back), http.StatusUnauthorized)
 	res := v.navigate(site + "/")
-	expectStatus(t, "alice after the API resource was deleted", res, http.StatusForbidden)
+	expectStatus(t, "alice on her next navigation", res, http.StatusForbidden)
 	if res.isRedirect() {
-		t.Error("a session that asked for the resource was sent to sign in again")
+		t.Error("sent to sign in a second time")
 	}
 	if !logLine(c, func(l map[string]any) bool {
 		return l["error"] == "invalid_target" && l["error_description"] == "resource indicator is missing, or unknown" &&
