@@ -176,7 +176,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 		}
 		if info == nil {
 			if info, u, infoErr = c.userinfo(ctx, u); infoErr != nil {
-				h.logger.Warn("cannot read userinfo for a rule", errField(infoErr))
+				h.logger.Warn("cannot read userinfo for a rule", refusalFields(infoErr)...)
 				info = map[string]any{}
 			}
 		}
@@ -226,9 +226,21 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 			}
 			return nil, errResponded
 		case errors.Is(err, errTokenDenied):
+			h.logger.Warn("Logto refused a token for the route",
+				append(refusalFields(err), zap.String("user_id", u.sub),
+					zap.String("resource", h.TokenResource), zap.String("organization_id", ra.org))...)
+			if h.stepUpForRefusal(r, u, err) {
+				// The grant lacks the resource although the sign-in asked
+				// for it (an API resource re-created in Console): a new
+				// sign-in may get it.
+				if err := h.stepUpFirst(w, r, cs, u, cookies, needs{resources: []string{h.routeResource()}}); err != nil {
+					return nil, err
+				}
+				return nil, errResponded
+			}
 			return nil, h.forbidden(u, "Logto refused a token for the route")
 		case err != nil:
-			h.logger.Error("cannot obtain the route's access token", errField(err))
+			h.logger.Error("cannot obtain the route's access token", refusalFields(err)...)
 			return nil, caddyhttp.Error(http.StatusBadGateway, err)
 		}
 		u = nu

@@ -34,7 +34,8 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 	expireAttempt(w, name, cs)
 
 	if e := q.Get("error"); e != "" {
-		h.logger.Warn("Logto returned an error to the sign-in callback", zap.String("error", truncate(sanitizeCode(e), 64)))
+		h.logger.Warn("Logto returned an error to the sign-in callback", zap.String("error", truncate(sanitizeCode(e), 64)),
+			zap.String("error_description", truncate(sanitizeText(q.Get("error_description")), 200)))
 		return caddyhttp.Error(http.StatusUnauthorized, errors.New("logto: sign-in was not completed: "+truncate(sanitizeCode(e), 64)))
 	}
 	now := h.client.now().Unix()
@@ -72,10 +73,10 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 		var te *TokenError
 		if errors.As(err, &te) {
 			if te.Code == "invalid_client" || te.Code == "unauthorized_client" {
-				h.logger.Error("Logto rejected the app credentials: check app_id and app_secret", errField(err))
+				h.logger.Error("Logto rejected the app credentials: check app_id and app_secret", refusalFields(te)...)
 				return caddyhttp.Error(http.StatusBadGateway, err)
 			}
-			h.logger.Warn("Logto rejected the authorization code", errField(err))
+			h.logger.Warn("Logto rejected the authorization code", refusalFields(te)...)
 			return caddyhttp.Error(http.StatusBadRequest, err)
 		}
 		h.logger.Error("cannot redeem the authorization code", errField(err))
@@ -104,6 +105,11 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 		Created: h.client.now().UnixMilli(),
 		Seen:    now,
 		Expires: now + int64(time.Duration(h.SessionLifetime).Seconds()),
+		// What was asked, as sent (the attempt's, not this instance's
+		// configuration), so routes can tell what Logto may grant.
+		Scopes:    a.Scopes,
+		Resources: a.Resources,
+		StepUp:    a.Params.StepUp,
 	}
 	u, err := newUser(s)
 	if err != nil {

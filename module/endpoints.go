@@ -229,7 +229,7 @@ func (h *Handler) signOutSession(r *http.Request, u *user) {
 	if u.s.Refresh != "" {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 		if err := c.idp.revoke(ctx, u.s.Refresh); err != nil {
-			h.logger.Warn("could not revoke the refresh token at sign-out", errField(err))
+			h.logger.Warn("could not revoke the refresh token at sign-out", refusalFields(err)...)
 		}
 		cancel()
 	}

@@ -2,6 +2,7 @@ package logto
 
 import (
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -155,6 +156,7 @@ func keptParts(line, prefix string) []string {
 func FuzzDecodeSession(f *testing.F) {
 	f.Add(encodeSession(session{ID: "AAAAAAAAAAAAAAAAAAAAAA", IDToken: "eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJ1In0.c2ln", Refresh: "r", Created: 1, Expires: 2}))
 	f.Add(encodeSession(session{ID: "x", IDToken: "a.b=.c", Gen: 3}))
+	f.Add(encodeSession(session{ID: "y", IDToken: "a.b.c", Scopes: []string{"email", "o:r"}, Resources: []string{"https://api.example.com"}, StepUp: true}))
 	f.Add([]byte(`{"i":"x","t":"a.b.c","e":1}`))
 	f.Add([]byte{sessionFormat, 0x80})
 	f.Fuzz(func(t *testing.T, plain []byte) {
@@ -163,7 +165,7 @@ func FuzzDecodeSession(f *testing.F) {
 			return
 		}
 		again, err := decodeSession(encodeSession(s))
-		if err != nil || again != s {
+		if err != nil || !reflect.DeepEqual(again, s) {
 			t.Fatalf("round trip: %+v, %v; want %+v", again, err, s)
 		}
 	})

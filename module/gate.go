@@ -113,6 +113,9 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		}
 		return h.signInFirst(w, r, cs, st.cookies)
 	}
+	if protected && h.stepUp && !h.needs.coveredBy(u) {
+		return h.stepUpFirst(w, r, cs, u, st.cookies, h.needs.missingFrom(u))
+	}
 
 	if protected && h.needsRequestAuth() {
 		ra, err := h.authorize(w, r, repl, cs, u, st.cookies)
@@ -361,14 +364,7 @@ func (h *Handler) clearSession(w http.ResponseWriter, req http.Header, cs *cooki
 // sign-in page is useless to it.
 func (h *Handler) unauthenticated(w http.ResponseWriter, r *http.Request, cs *cookieSet) error {
 	if isNavigation(r) {
-		// The path as the client sent it can be //evil.example/x, which a
-		// browser would take for another site: it goes through the same
-		// check as ?redirect=. Overlong ones are cut back to the path.
-		ret := originalRequestURI(r)
-		if len(ret) > maxReturnURL {
-			ret, _, _ = strings.Cut(ret, "?")
-		}
-		return h.startSignIn(w, r, cs, safeReturn(ret, h.siteURL(r)), h.configParams())
+		return h.startSignIn(w, r, cs, h.returnHere(r), h.configParams())
 	}
 	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Logto realm=%q, sign_in=%q`, "logto", h.paths.signIn))
 	w.Header().Set("Cache-Control", "no-store")

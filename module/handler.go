@@ -77,11 +77,15 @@ type Handler struct {
 	// "openid offline_access profile", e.g. email, phone, roles,
 	// custom_data, identities, urn:logto:scope:organizations,
 	// urn:logto:scope:organization_roles, and API permissions such as
-	// read:docs.
+	// read:docs. Every sign-in of the application (same endpoint and
+	// app_id) asks for the scopes and resources of all its handlers,
+	// including what their rules and route tokens need, since Logto grants
+	// nothing later that the sign-in did not ask for.
 	Scopes []string `json:"scopes,omitempty"`
 
 	// API resource indicators requested at sign-in, so their access tokens
-	// can be obtained with the refresh token later.
+	// can be obtained with the refresh token later (every handler's, as for
+	// scopes).
 	Resources []string `json:"resources,omitempty"`
 
 	// The prompt sent to Logto. Default: consent, which Logto needs to issue
@@ -166,6 +170,9 @@ type Handler struct {
 	cookie   cookieJarNames
 	paths    flowPaths
 	headerUp []headerField
+	needs    *needs       // what this block's sign-in must ask for
+	app      *application // the needs of every block of the application
+	stepUp   bool         // a session lacking needs is sent to sign in again
 }
 
 // CaddyModule returns the Caddy module information.
@@ -286,6 +293,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		c.blocks.leave(h)
 		releaseClient(c)
 	})
+
+	h.needs = h.blockNeeds()
+	// A pass block without rules uses what the session has; sending a
+	// signed-in visitor of a public page through Logto again is not worth
+	// an empty placeholder.
+	h.stepUp = !h.needs.empty() && (!h.Pass || h.needsRequestAuth())
+	var unregister func()
+	h.app, unregister = registerNeeds(endpoint, appID, h.needs)
+	ctx.OnCancel(unregister)
 	return nil
 }
 

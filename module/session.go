@@ -24,6 +24,13 @@ type session struct {
 	Idle    int64  // longest time unused so far, seconds (a stricter block's idle timeout)
 	Expires int64  // absolute end, unix seconds
 	Gen     int    // bumped by every refresh, so newer state wins
+	// What the sign-in asked Logto for besides the reserved scopes
+	// (abbreviated, see abbreviateAsked): Logto grants nothing later that
+	// was not asked for here, so a route needing more sends the user
+	// through sign-in again.
+	Scopes    []string
+	Resources []string
+	StepUp    bool // the sign-in was such a second one
 }
 
 // user is a decoded session with its claims, shared read-only between the
@@ -42,6 +49,8 @@ type user struct {
 	values map[string]any
 	// cookie is the sealed value this user was decoded from or sealed to.
 	cookie string
+	// asked indexes what the sign-in asked for (session.Scopes, Resources).
+	asked map[askedKey]struct{}
 }
 
 var errBadSession = errors.New("logto: malformed session")
@@ -76,6 +85,7 @@ func newUser(s session) (*user, error) {
 		u.refreshAt = u.idExp - refreshMargin(u)
 	}
 	u.values = placeholderValues(claims)
+	u.asked = askedSet(&s)
 	return u, nil
 }
 

@@ -42,9 +42,11 @@ func TestSessionFromAnotherApplicationDoesNotOpen(t *testing.T) {
 func sealForged(t *testing.T, hx *harness, idToken string) *tbrowser {
 	t.Helper()
 	now := hx.clock.Now()
+	asked := hx.h.signInNeeds()
 	u, err := newUser(session{
 		ID: randomString(16), IDToken: idToken, Refresh: randomString(32),
 		Created: now.UnixMilli(), Seen: now.Unix(), Expires: now.Add(time.Hour).Unix(),
+		Scopes: abbreviateAsked(asked.scopes), Resources: abbreviateAsked(asked.resources),
 	})
 	if err != nil {
 		t.Fatalf("sealing a session around the token: %v", err)

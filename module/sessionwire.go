@@ -19,8 +19,11 @@ import (
 //	token   ID (the session id)
 //	token   Refresh
 //	idToken
+//	uvarint flags (bit 0: StepUp)
+//	list    Scopes, list Resources (what the sign-in asked for)
 //
-// A token is 0x01, uvarint length and the bytes base64url (unpadded)
+// A list is a uvarint count, then for each string a uvarint length and its
+// bytes. A token is 0x01, uvarint length and the bytes base64url (unpadded)
 // decodes to, for a value that is canonical base64url, or 0x00, uvarint
 // length and the string itself. The ID token is 0x01, uvarint length and
 // its header and payload JSON (joined by a NUL byte, which JSON cannot
@@ -72,11 +75,29 @@ func encodeSession(s session) []byte {
 			b = append(b, 1)
 			b = binary.AppendUvarint(b, uint64(z.Len()))
 			b = append(b, z.Bytes()...)
-			return appendToken(b, parts[2])
+			b = appendToken(b, parts[2])
+			return appendAsked(b, s)
 		}
 	}
 	b = append(b, 0)
-	return appendToken(b, s.IDToken)
+	b = appendToken(b, s.IDToken)
+	return appendAsked(b, s)
+}
+
+func appendAsked(b []byte, s session) []byte {
+	var flags uint64
+	if s.StepUp {
+		flags |= 1
+	}
+	b = binary.AppendUvarint(b, flags)
+	for _, list := range [][]string{s.Scopes, s.Resources} {
+		b = binary.AppendUvarint(b, uint64(len(list)))
+		for _, v := range list {
+			b = binary.AppendUvarint(b, uint64(len(v)))
+			b = append(b, v...)
+		}
+	}
+	return b
 }
 
 // canonical decodes s when it is base64url exactly as RawURLEncoding
@@ -152,6 +173,28 @@ func (r *wireReader) token() string {
 	return string(v)
 }
 
+// list reads a list of strings; a count larger than what is left is
+// malformed, so a hostile count cannot make it allocate.
+func (r *wireReader) list() []string {
+	n := r.uvarint()
+	if r.err != nil || n > int64(len(r.b)) {
+		r.err = errBadPayload
+		return nil
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]string, 0, n)
+	for range n {
+		v := r.bytes()
+		if r.err != nil {
+			return nil
+		}
+		out = append(out, string(v))
+	}
+	return out
+}
+
 func decodeSession(plain []byte) (session, error) {
 	var s session
 	if len(plain) == 0 || plain[0] != sessionFormat {
@@ -185,6 +228,13 @@ func decodeSession(plain []byte) (session, error) {
 	} else {
 		s.IDToken = r.token()
 	}
+	flags := r.uvarint()
+	if flags > 1 {
+		r.err = errBadPayload
+	}
+	s.StepUp = flags&1 != 0
+	s.Scopes = r.list()
+	s.Resources = r.list()
 	if r.err != nil || len(r.b) != 0 {
 		return s, errBadPayload
 	}

@@ -3,6 +3,7 @@ package logto
 import (
 	"encoding/json"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -19,10 +20,11 @@ func TestSessionWireRoundTrip(t *testing.T) {
 		{ID: "x", IDToken: genuine + "=", Refresh: "padded=="},
 		{ID: "x", IDToken: strings.Replace(genuine, ".", "..", 1)},
 		{ID: "AB", IDToken: "AB.AB.AB"}, // non-canonical trailing bits
+		{ID: "x", IDToken: genuine, Scopes: []string{"email", "o:r", ""}, Resources: []string{"https://api.example.com"}, StepUp: true},
 		{},
 	} {
 		got, err := decodeSession(encodeSession(s))
-		if err != nil || got != s {
+		if err != nil || !reflect.DeepEqual(got, s) {
 			t.Errorf("round trip of %+v: %+v, %v", s, got, err)
 		}
 	}

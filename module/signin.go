@@ -36,6 +36,7 @@ type signInParams struct {
 	Organization string `json:"o,omitempty"`
 	Prompt       string `json:"p,omitempty"`
 	SignUp       bool   `json:"su,omitempty"`
+	StepUp       bool   `json:"up,omitempty"` // a signed-in session lacked what a route needs
 }
 
 // attempt is one sign-in in progress, sealed in its own short-lived cookie.
@@ -47,6 +48,11 @@ type attempt struct {
 	RedirectURI string       `json:"u"`
 	Created     int64        `json:"c"` // unix ms: tabs opened in one second still age in order
 	Params      signInParams `json:"p"`
+	// What the authorization request asked for (abbreviated), recorded in
+	// the session: the instance that completes the sign-in may run another
+	// configuration than the one that started it.
+	Scopes    []string `json:"sc,omitempty"`
+	Resources []string `json:"rs,omitempty"`
 }
 
 // attemptCookieLife is how long the browser keeps an attempt cookie: longer
@@ -192,7 +198,12 @@ func (h *Handler) startSignIn(w http.ResponseWriter, r *http.Request, cs *cookie
 		h.logger.Error("cannot start sign-in: Logto is unavailable", errField(err))
 		return caddyhttp.Error(http.StatusBadGateway, err)
 	}
+	// Scopes and resources are the application's, not this block's: Logto
+	// will not grant later what this request does not ask for.
+	want := h.signInNeeds()
 	a := attempt{
+		Scopes:      abbreviateAsked(want.scopes),
+		Resources:   abbreviateAsked(want.resources),
 		State:       randomString(24),
 		Nonce:       randomString(24),
 		Verifier:    oauth2.GenerateVerifier(),
@@ -209,7 +220,7 @@ func (h *Handler) startSignIn(w http.ResponseWriter, r *http.Request, cs *cookie
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 
-	scopes := append(slices.Clone(reservedScopes), h.Scopes...)
+	scopes := append(slices.Clone(reservedScopes), want.scopes...)
 	q := url.Values{
 		"client_id":             {h.client.idp.appID},
 		"redirect_uri":          {a.RedirectURI},
@@ -220,7 +231,7 @@ func (h *Handler) startSignIn(w http.ResponseWriter, r *http.Request, cs *cookie
 		"code_challenge":        {oauth2.S256ChallengeFromVerifier(a.Verifier)},
 		"code_challenge_method": {"S256"},
 	}
-	for _, res := range dedupe(h.Resources) {
+	for _, res := range want.resources {
 		q.Add("resource", res)
 	}
 	for k, v := range h.ExtraParams {

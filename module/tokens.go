@@ -51,6 +51,11 @@ type liveSession struct {
 	// by mu.
 	access    string
 	accessExp int64
+	// stepUpAt is when a navigation was last sent to sign in again because
+	// Logto refused the route's resource (invalid_target), so a resource
+	// Logto no longer knows costs one trip per stepUpWindow, not one per
+	// navigation.
+	stepUpAt atomic.Int64
 }
 
 type tokenKey struct{ resource, org string }
@@ -156,7 +161,7 @@ func (c *client) current(ctx context.Context, u *user) (*user, error) {
 		}
 		ls.retryAt = c.now().Add(refreshRetry)
 		c.logger.Warn("refreshing the session failed; it goes on with its current claims",
-			errField(err))
+			refusalFields(err)...)
 		return u, nil
 	}
 	if needsRefresh(nu, c.now().Unix()) {
@@ -210,14 +215,14 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 		switch {
 		case isInvalidGrant(err):
 			c.logger.Info("Logto rejected the session's refresh token; the user signs in again",
-				errField(err))
+				refusalFields(err)...)
 			c.endSession(u.s.ID)
 			// Remembered, so the dead cookie is not sent to Logto again on
 			// every request that still carries it.
 			c.revoked.add(ctx, revokeSession, u.s.ID, u.s.Expires)
 			return nil, nil, errSessionEnded
 		case errors.As(err, &te) && (key.resource != "" || key.org != ""):
-			return nil, nil, errTokenDenied
+			return nil, nil, fmt.Errorf("%w: %w", errTokenDenied, err)
 		}
 		return nil, nil, err
 	}

@@ -288,7 +288,9 @@ func TestResourceToken(t *testing.T) {
 }
 
 // TestResourceTokenDenied: Logto refusing a token for the route's resource
-// is a 403 for the user, not a 500 nor a sign-out loop.
+// (invalid_target) sends a navigation through sign-in once, since a new
+// sign-in may get the resource, and after that it is a 403 for the user:
+// not a 500, nor a sign-in loop.
 func TestResourceTokenDenied(t *testing.T) {
 	idp := newFakeIdP(t)
 	hx := newHarness(t, idp, func(h *Handler) { h.TokenResource = "https://api.example.com" })
@@ -301,10 +303,11 @@ func TestResourceTokenDenied(t *testing.T) {
 	auth.RawQuery = q.Encode()
 	code := idp.issueCode(auth, "user-1")
 	hx.serve(http.MethodGet, hx.callbackURL(auth, code), b)
+	hx.mustRedirectToAuth(t, hx.serve(http.MethodGet, "/", b, navigation()))
 	res := hx.serve(http.MethodGet, "/", b, navigation())
 	res.mustHandlerError(t, http.StatusForbidden)
 	if res.rec.Header().Get("Location") != "" {
-		t.Error("a denied token redirected")
+		t.Error("a denied token redirected twice")
 	}
 }
 

@@ -27,6 +27,26 @@ export const RESOURCES = {
   'https://billing.example.com': ['read:invoices'],
 };
 
+const deletedResources = new Map();
+
+/**
+ * Deletes an API resource, as in Console: the refresh grant then refuses its
+ * indicator with invalid_target even for a sign-in that was granted it, and an
+ * authorization request naming it goes back with error=invalid_target.
+ */
+export function deleteResource(indicator) {
+  if (!RESOURCES[indicator]) return false;
+  deletedResources.set(indicator, RESOURCES[indicator]);
+  delete RESOURCES[indicator];
+  return true;
+}
+
+/** Brings every deleted API resource back. */
+export function restoreResources() {
+  for (const [indicator, scopes] of deletedResources) RESOURCES[indicator] = scopes;
+  deletedResources.clear();
+}
+
 /** Global (tenant) roles and the API permissions each grants. */
 export const ROLES = {
   admin: {

@@ -13,6 +13,7 @@ import {
 } from './data.js';
 import { refreshTokenGrant, parameters as refreshParameters } from './refresh-grant.js';
 import { generateSigningKey, randomId } from './keys.js';
+import { logtoErrorMiddleware } from './logto-errors.js';
 import * as views from './views.js';
 
 /** Logto's extra authorization parameters (ExtraParamsKey). */
@@ -41,8 +42,9 @@ const EXTENDED_CLAIMS = {
   [ORGANIZATION_ROLES_SCOPE]: ['organization_roles'],
 };
 // What a Logto 1.37 tenant with the extended claims enabled put in ID tokens:
-// `organization_data` and `sso_identities` stayed userinfo-only.
-const ID_TOKEN_EXTENDED = new Set(['custom_data', 'identities', 'roles', 'organizations', 'organization_roles']);
+// `organization_data` and `sso_identities` stayed userinfo-only. A tenant
+// enables them one by one (idTokenConfig.enabledExtendedClaims).
+export const ID_TOKEN_EXTENDED = new Set(['custom_data', 'identities', 'roles', 'organizations', 'organization_roles']);
 const USERINFO_CLAIMS = Object.fromEntries(
   [...Object.keys(BASE_CLAIMS), ...Object.keys(EXTENDED_CLAIMS)]
     .map((scope) => [scope, [...(BASE_CLAIMS[scope] ?? []), ...(EXTENDED_CLAIMS[scope] ?? [])]]),
@@ -53,7 +55,7 @@ function acceptedClaims(use, scope, rejected, extendedIdTokenClaims) {
   for (const s of scope.split(' ')) {
     if (BASE_CLAIMS[s]) out.push(...BASE_CLAIMS[s]);
     for (const claim of EXTENDED_CLAIMS[s] ?? []) {
-      if (use === 'userinfo' || (extendedIdTokenClaims && ID_TOKEN_EXTENDED.has(claim))) out.push(claim);
+      if (use === 'userinfo' || extendedIdTokenClaims.has(claim)) out.push(claim);
     }
   }
   return out.filter((claim) => !rejected.includes(claim));
@@ -72,9 +74,9 @@ function logtoRotation(ctx) {
  * @param {object} cfg
  * @param {string} cfg.issuer
  * @param {string} cfg.alg
- * @param {object} cfg.ttl {accessToken, idToken, refreshToken, session}
+ * @param {object} cfg.ttl {accessToken, idToken, refreshToken, session, authorizationCode}
  * @param {'logto'|'always'|'never'} cfg.rotate
- * @param {boolean} cfg.extendedIdTokenClaims
+ * @param {Set<string>} cfg.extendedIdTokenClaims the extended claims the tenant puts in ID tokens
  * @param {import('./adapter.js').Store} cfg.store
  * @param {(event: object) => void} cfg.onBackchannel called for every logout token sent
  */
@@ -145,6 +147,16 @@ export function createProvider(cfg) {
         },
       },
     },
+    formats: {
+      customizers: {
+        // Logto: a user's access token always has `scope`, empty ("") when
+        // none of the permissions asked for at sign-in is granted;
+        // oidc-provider would leave the claim out.
+        jwt: (ctx, token, jwt) => {
+          if (token.accountId && jwt.payload.scope === undefined) jwt.payload.scope = '';
+        },
+      },
+    },
     extraTokenClaims: (ctx, token) => {
       const organizationId = ctx.oidc.params?.organization_id;
       if (organizationId && ctx.oidc.params?.resource && token instanceof ctx.oidc.provider.AccessToken) {
@@ -178,7 +190,8 @@ export function createProvider(cfg) {
     rotateRefreshToken: { logto: logtoRotation, always: true, never: false }[cfg.rotate],
     ttl: {
       AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL ?? ttl.accessToken,
-      AuthorizationCode: 600,
+      // Logto keeps oidc-provider's default: 60 s.
+      AuthorizationCode: ttl.authorizationCode,
       BackchannelAuthenticationRequest: 600,
       ClientCredentials: 3600,
       DeviceCode: 600,
@@ -198,6 +211,8 @@ export function createProvider(cfg) {
       Session: ttl.session,
     },
   });
+
+  provider.use(logtoErrorMiddleware);
 
   provider.registerGrantType(
     'refresh_token',

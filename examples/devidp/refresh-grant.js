@@ -14,7 +14,7 @@ import resolveResource from 'oidc-provider/lib/helpers/resolve_resource.js';
 import filterClaims from 'oidc-provider/lib/helpers/filter_claims.js';
 
 import {
-  ORGANIZATIONS_SCOPE, isMember, organizationPermissions, organizationUrn,
+  ORGANIZATIONS_SCOPE, ORGANIZATION_RESOURCE, isMember, organizationPermissions, organizationUrn,
 } from './data.js';
 
 const {
@@ -146,7 +146,12 @@ export function refreshTokenGrant({ alg, organizationTokenTtl }) {
         accessTokenFormat: 'jwt',
         jwt: { sign: { alg } },
       });
-      at.scope = available.filter((name) => scope.has(name)).join(' ');
+      // Logto grants organization permissions only to a sign-in that sent
+      // `resource=urn:logto:resource:organizations` and asked for them in
+      // `scope`; otherwise the token comes with an empty scope.
+      at.scope = refreshToken.resourceIndicators.has(ORGANIZATION_RESOURCE)
+        ? grant.getResourceScopeFiltered(ORGANIZATION_RESOURCE, available.filter((name) => scope.has(name)))
+        : '';
     } else {
       const resource = await resolveResource(ctx, refreshToken, { userinfo, resourceIndicators }, scope);
       if (resource) {

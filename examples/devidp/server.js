@@ -21,9 +21,14 @@
  *   DEVIDP_REFRESH_TOKEN_TTL (1209600), DEVIDP_SESSION_TTL (1209600): seconds
  *   DEVIDP_ROTATE: logto (default; confidential clients rotate after 70 % of
  *     the refresh token's lifetime) | always | never
+ *   DEVIDP_AUTHORIZATION_CODE_TTL (60, as Logto): seconds
  *   DEVIDP_ID_TOKEN_EXTENDED_CLAIMS: 1 (default) puts roles, organizations,
- *     organization_roles, custom_data, identities in ID tokens; 0 leaves them
- *     to userinfo only
+ *     organization_roles, custom_data, identities in ID tokens (each only when
+ *     its scope was granted); 0 leaves them to userinfo only; a list (e.g.
+ *     "roles organizations") enables just those, as a tenant can
+ *   DEVIDP_CLIENT_SECRET_POST: 1 accepts the client secret in the form body
+ *     too, as node-oidc-provider (and so Logto) does; by default only
+ *     client_secret_basic authenticates a client (401 invalid_client)
  *
  * Demo users (password = username): alice (role admin; acme admin, globex
  * member; custom_data {plan:"pro"}), bob (viewer; acme member; picture null),
@@ -35,7 +40,9 @@
  * POST /__dev/rotate-keys[?drop_old=1], GET /__dev/requests, GET /__dev/stats,
  * POST /__dev/reset, POST /__dev/fail?endpoint=token|jwks|discovery|userinfo|
  * revocation|end_session&mode=500|garbage|slow&count=N[&delay_ms=5000],
- * POST /__dev/logout?sub=<user id>[&keep_tokens=1], GET /__dev/backchannel.
+ * POST /__dev/logout?sub=<user id>[&keep_tokens=1], GET /__dev/backchannel,
+ * POST /__dev/resources/delete?indicator=<API resource> (as if deleted in
+ * Console), POST /__dev/resources/restore (reset restores them too).
  */
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -43,9 +50,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Store } from './adapter.js';
 import {
   seedUsers, users, organizations, addUser, findUserByUsername, logtoId, publicUser,
-  KAKAO_USER_ID, RESOURCES, ROLES, ORGANIZATION_ROLES,
+  KAKAO_USER_ID, RESOURCES, ROLES, ORGANIZATION_ROLES, deleteResource, restoreResources,
 } from './data.js';
-import { createProvider } from './provider.js';
+import { createProvider, ID_TOKEN_EXTENDED } from './provider.js';
+import { refuseSecretInBody } from './client-auth.js';
 import { SUPPORTED_ALGS } from './keys.js';
 import * as views from './views.js';
 
@@ -80,8 +88,18 @@ const ttl = {
   idToken: seconds('DEVIDP_ID_TOKEN_TTL', 3600),
   refreshToken: seconds('DEVIDP_REFRESH_TOKEN_TTL', 14 * 24 * 3600),
   session: seconds('DEVIDP_SESSION_TTL', 14 * 24 * 3600),
+  authorizationCode: seconds('DEVIDP_AUTHORIZATION_CODE_TTL', 60),
 };
-const extendedIdTokenClaims = (env.DEVIDP_ID_TOKEN_EXTENDED_CLAIMS ?? '1') !== '0';
+const extendedIdTokenClaims = (() => {
+  const raw = (env.DEVIDP_ID_TOKEN_EXTENDED_CLAIMS ?? '1').trim();
+  if (raw === '1' || raw === '') return new Set(ID_TOKEN_EXTENDED);
+  if (raw === '0') return new Set();
+  const names = raw.split(/[\s,]+/).filter(Boolean);
+  const unknown = names.filter((name) => !ID_TOKEN_EXTENDED.has(name));
+  if (unknown.length) fail(`DEVIDP_ID_TOKEN_EXTENDED_CLAIMS: not an extended claim: ${unknown.join(' ')} (one of ${[...ID_TOKEN_EXTENDED].join(' ')}, or 1 or 0)`);
+  return new Set(names);
+})();
+const clientSecretPost = env.DEVIDP_CLIENT_SECRET_POST === '1';
 
 // --- state -----------------------------------------------------------------
 
@@ -372,6 +390,7 @@ async function handleDev(req, res, url) {
       authorizationRequests = [];
       backchannelLog = [];
       failures = {};
+      restoreResources();
       return sendJson(res, 200, { ok: true });
     case 'GET /__dev/fail': return sendJson(res, 200, failures);
     case 'POST /__dev/fail': {
@@ -407,6 +426,14 @@ async function handleDev(req, res, url) {
     }
     case 'GET /__dev/users': return sendJson(res, 200, [...users.values()].map(publicUser));
     case 'GET /__dev/organizations': return sendJson(res, 200, [...organizations.values()]);
+    case 'POST /__dev/resources/delete': {
+      const indicator = q.get('indicator') ?? '';
+      if (!deleteResource(indicator)) return sendJson(res, 404, { error: `no API resource ${indicator}` });
+      return sendJson(res, 200, { deleted: indicator, resources: Object.keys(RESOURCES) });
+    }
+    case 'POST /__dev/resources/restore':
+      restoreResources();
+      return sendJson(res, 200, { resources: Object.keys(RESOURCES) });
     case 'GET /__dev/resources':
       return sendJson(res, 200, { resources: RESOURCES, roles: ROLES, organization_roles: ORGANIZATION_ROLES });
     default: return sendJson(res, 404, { error: 'not found' });
@@ -461,6 +488,7 @@ async function handle(req, res) {
   if (pathname === '/oidc' || pathname.startsWith('/oidc/')) {
     if (await injectFailure(req, res, pathname)) return;
     observe(req, res, url);
+    if (!clientSecretPost && await refuseSecretInBody(req, res, pathname)) return;
     // Mount oidc-provider at /oidc, as Logto does; it reads the mount path
     // back from originalUrl when it builds URLs.
     req.originalUrl = req.url;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Smoke test of the dev IdP with curl: discovery, a full code flow, resource
+# Smoke test of the dev IdP with curl (and strict-check.mjs for Logto's
+# strictness): discovery, a full code flow, resource
 # and organization tokens, refresh-token rotation and reuse detection,
 # revocation, RP-initiated and back-channel logout, key rotation, failure
 # injection, the sign-in pages, and 20 quick starts in a row. Needs node and
@@ -262,6 +263,17 @@ expect "  error invalid_grant" "$(json d.error <"$TMP/t.json")" invalid_grant
 expect "newest token revoked with the grant" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$R1")" 400
 expect "grace-issued token revoked too" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$R2")" 400
 
+echo "== a refused resource still rotates (as in Logto: rotation comes before the resource check)"
+authorize "$TMP/jar-alice" "$SIGNIN_QUERY" || die "alice again"
+exchange "$CB" "$TMP/x.json" >/dev/null
+RTX=$(json d.refresh_token <"$TMP/x.json")
+expect "resource not sent at sign-in: Logto's body" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RTX" resource=https://billing.example.com) $(json 'JSON.stringify(d)' <"$TMP/t.json")" \
+	'400 {"code":"oidc.invalid_target","message":"Invalid resource indicator.","error":"invalid_target","error_description":"resource indicator is missing, or unknown"}'
+expect "  the refused token again within 3 s (reuse grace)" "$(token "$TMP/x2.json" grant_type=refresh_token "refresh_token=$RTX")" 200
+sleep 3.5
+expect "  the refused token after 3 s: consumed by the refusal" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RTX") $(json d.error <"$TMP/t.json")" "400 invalid_grant"
+expect "  and the grant is revoked" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$(json d.refresh_token <"$TMP/x2.json")")" 400
+
 echo "== second sign-in (bob), revocation"
 authorize "$TMP/jar-bob" "$SIGNIN_QUERY" bob || die "bob sign-in"
 expect "bob code exchange" "$(exchange "$CB" "$TMP/b.json")" 200
@@ -271,8 +283,7 @@ expect "bob: resource token scope" "$(token "$TMP/b2.json" grant_type=refresh_to
 RTB=$(json d.refresh_token <"$TMP/b2.json")
 expect "bob: organization token (acme member)" "$(token "$TMP/b3.json" grant_type=refresh_token "refresh_token=$RTB" "organization_id=$ACME" && claim scope "$(json d.access_token <"$TMP/b3.json")")" "200read:reports"
 RTB=$(json d.refresh_token <"$TMP/b3.json")
-expect "client_secret_post accepted too" "$(curl -s -o "$TMP/b2.json" -w '%{http_code}' -d "client_id=$APP" -d "client_secret=$SECRET" -d grant_type=refresh_token -d "refresh_token=$RTB" "$ISSUER/token")" 200
-RTB=$(json d.refresh_token <"$TMP/b2.json")
+expect "client_secret_post refused" "$(curl -s -o "$TMP/t.json" -w '%{http_code}' -d "client_id=$APP" -d "client_secret=$SECRET" -d grant_type=refresh_token -d "refresh_token=$RTB" "$ISSUER/token") $(json d.error <"$TMP/t.json")" "401 invalid_client"
 expect "revocation with client auth" "$(curl -s -o /dev/null -w '%{http_code}' -u "$APP:$SECRET" -d "token=$RTB" -d token_type_hint=refresh_token "$ISSUER/token/revocation")" 200
 expect "revoked token" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RTB")" 400
 expect "  error invalid_grant" "$(json d.error <"$TMP/t.json")" invalid_grant
@@ -347,15 +358,22 @@ curl -sf -X POST "$BASE/__dev/fail?endpoint=discovery&mode=slow&delay_ms=1200" >
 expect_match "injected slowness" "$(curl -s -o /dev/null -w '%{time_total}' "$ISSUER/.well-known/openid-configuration")" '^[1-9]'
 curl -sf "$BASE/__dev/stats" >"$TMP/stats.json"
 expect "stats" "$(json '[d.authorization_code_grants, d.refresh_token_grants, d.refresh_token_grants_by_resource["https://api.example.com"], d.organization_token_grants, d.invalid_grants, d.revocations, d.end_sessions, d.backchannel_logouts_sent, d.userinfo_requests].join(" ")' <"$TMP/stats.json")" \
-	"7 10 3 4 5 1 1 2 1"
+	"8 10 3 4 7 1 1 2 1"
 curl -sf -X POST "$BASE/__dev/reset" >/dev/null
 expect "reset" "$(curl -sf "$BASE/__dev/stats" | json 'd.authorization_code_grants + d.refresh_token_grants')$(curl -sf "$BASE/__dev/requests" | json 'd.length')" 00
 stop_idp
 
-echo "== second instance (env client, RS256, DEVIDP_ROTATE=logto, short TTLs, no extended claims)"
+echo "== Logto's strictness (strict-check.mjs, default settings)"
+start_idp idp-strict
+node strict-check.mjs "$BASE" | tee "$TMP/strict.out" || die "strict-check.mjs"
+PASS=$((PASS + $(grep -c '^ok ' "$TMP/strict.out")))
+stop_idp
+
+echo "== second instance (env client, RS256, DEVIDP_ROTATE=logto, short TTLs, no extended claims, client_secret_post)"
 start_idp idp2 DEVIDP_CLIENT_ID=$APP DEVIDP_CLIENT_SECRET=$SECRET DEVIDP_REDIRECT_URIS="$REDIRECT_URI http://localhost:9/other" \
 	DEVIDP_POST_LOGOUT_REDIRECT_URIS="$POST_LOGOUT" DEVIDP_ALG=RS256 DEVIDP_ROTATE=logto DEVIDP_REFRESH_TOKEN_TTL=10 \
-	DEVIDP_ID_TOKEN_TTL=2 DEVIDP_ACCESS_TOKEN_TTL=5 DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=0
+	DEVIDP_ID_TOKEN_TTL=2 DEVIDP_ACCESS_TOKEN_TTL=5 DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=0 DEVIDP_CLIENT_SECRET_POST=1 \
+	DEVIDP_AUTHORIZATION_CODE_TTL=3
 ISSUER="$BASE/oidc"
 expect "RS256 discovery" "$(curl -sf "$ISSUER/.well-known/openid-configuration" | json 'd.id_token_signing_alg_values_supported.join()')" RS256
 authorize "$TMP/jar2" "$SIGNIN_QUERY" alice || die "sign-in with env client"
@@ -368,7 +386,11 @@ RT=$(json d.refresh_token <"$TMP/e1.json")
 token "$TMP/e2.json" grant_type=refresh_token "refresh_token=$RT" resource=https://api.example.com >/dev/null
 expect "logto rotation: same token before 70 %" "$(json d.refresh_token <"$TMP/e2.json")" "$RT"
 expect "access token TTL" "$(json d.expires_in <"$TMP/e2.json")" 5
+expect "DEVIDP_CLIENT_SECRET_POST=1: client_secret_post accepted" "$(curl -s -o "$TMP/t.json" -w '%{http_code}' -d "client_id=$APP" -d "client_secret=$SECRET" -d grant_type=refresh_token -d "refresh_token=$RT" "$ISSUER/token")" 200
+authorize "$TMP/jar-late" "$SIGNIN_QUERY" bob || die "bob, code left to expire"
+LATE_CB=$CB
 sleep 7.2
+expect "authorization code after its TTL (DEVIDP_AUTHORIZATION_CODE_TTL=3)" "$(exchange "$LATE_CB" "$TMP/t.json") $(json d.error <"$TMP/t.json")" "400 invalid_grant"
 token "$TMP/e3.json" grant_type=refresh_token "refresh_token=$RT" >/dev/null
 RT2=$(json d.refresh_token <"$TMP/e3.json")
 [ -n "$RT2" ] && [ "$RT2" != "$RT" ] || die "logto rotation: rotated after 70 %"
@@ -388,6 +410,18 @@ XSRF=$(sed -n 's/.*name="xsrf" value="\([^"]*\)".*/\1/p' "$TMP/logout3.html")
 read -r status loc < <(curl -s -o /dev/null -c "$TMP/jar2" -b "$TMP/jar2" -w '%{http_code} %{redirect_url}\n' -d "xsrf=$XSRF" -d logout=yes "$ISSUER/session/end/confirm")
 expect "without client_id or hint: IdP's own success page" "$status $loc" "303 $ISSUER/session/end/success"
 stop_idp
+
+echo "== a tenant with some extended ID token claims (DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=\"roles organization_roles\")"
+start_idp idp3 DEVIDP_CLIENT_ID=$APP DEVIDP_CLIENT_SECRET=$SECRET DEVIDP_REDIRECT_URIS="$REDIRECT_URI" \
+	DEVIDP_ID_TOKEN_EXTENDED_CLAIMS="roles organization_roles"
+ISSUER="$BASE/oidc"
+authorize "$TMP/jar4" "prompt=consent&scope=$(urlenc 'openid offline_access profile roles custom_data urn:logto:scope:organizations urn:logto:scope:organization_roles')" alice || die "sign-in, some extended claims"
+exchange "$CB" "$TMP/p1.json" >/dev/null
+expect "ID token: only the enabled extended claims" "$(jwt_part 1 "$(json d.id_token <"$TMP/p1.json")" | json '["roles","organization_roles","organizations","custom_data"].map(c=>c in d).join()')" "true,true,false,false"
+expect "userinfo: all of them" "$(curl -sf -H "Authorization: Bearer $(json d.access_token <"$TMP/p1.json")" "$ISSUER/me" | json '["roles","organization_roles","organizations","custom_data"].map(c=>c in d).join()')" "true,true,true,true"
+stop_idp
+DEVIDP_PORT=0 DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=roles,organization_data node server.js >"$TMP/bad.out" 2>&1 && die "unknown extended claim accepted"
+expect "unknown extended claim refused" "$(grep -c 'not an extended claim: organization_data' "$TMP/bad.out")" 1
 
 echo "== 20 starts in a row"
 slowest=0
