@@ -35,8 +35,11 @@ type readmeBlock struct {
 }
 
 var (
-	boldLead    = regexp.MustCompile(`^\*\*(.+?)\*\*`)
-	fenceOpen   = regexp.MustCompile("^(\\s*)```caddyfile\\s*$")
+	boldLead  = regexp.MustCompile(`^\*\*(.+?)\*\*`)
+	fenceOpen = regexp.MustCompile("^(\\s*)```caddyfile\\s*$")
+	// otherFence opens a code block of another language, whose lines
+	// (a shell comment, say) must not be taken for headings.
+	otherFence  = regexp.MustCompile("^\\s*```")
 	fenceClose  = regexp.MustCompile("^\\s*```\\s*$")
 	headingLine = regexp.MustCompile(`^#+\s+(.*)$`)
 )
@@ -65,6 +68,14 @@ func readmeCaddyfiles(t *testing.T) []readmeBlock {
 		}
 		m := fenceOpen.FindStringSubmatch(line)
 		if m == nil {
+			if otherFence.MatchString(line) {
+				for sc.Scan() {
+					n++
+					if fenceClose.MatchString(sc.Text()) {
+						break
+					}
+				}
+			}
 			continue
 		}
 		blk := readmeBlock{title: heading, line: n}
