@@ -48,6 +48,7 @@ type client struct {
 	users    *userCache
 	live     *liveSessions
 	revoked  *revocations
+	bearer   *bearerCache
 	logger   *zap.Logger
 	now      func() time.Time
 	poolKey  string
@@ -86,6 +87,7 @@ func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
 		attempts: attempts,
 		users:    newUserCache(maxCachedUsers),
 		live:     newLiveSessions(),
+		bearer:   newBearerCache(maxCachedBearer),
 		logger:   logger,
 		now:      time.Now,
 	}

@@ -44,7 +44,8 @@ type keySet struct {
 	fetching sync.Mutex // one fetch at a time, without blocking readers
 	mu       sync.Mutex // guards keys and recent
 	keys     *oidc.StaticKeySet
-	recent   []time.Time // fetches within refetchWindow
+	byKid    map[string]crypto.PublicKey // the same keys by their kid
+	recent   []time.Time                 // fetches within refetchWindow
 }
 
 func newKeySet(url string, hc *http.Client, now func() time.Time) *keySet {
@@ -104,20 +105,61 @@ func (k *keySet) refetch(ctx context.Context, seen *oidc.StaticKeySet) (*oidc.St
 	k.mu.Unlock()
 
 	// Readers keep verifying with the keys at hand meanwhile.
-	keys, err := fetchJWKS(ctx, k.http, k.url)
+	keys, byKid, err := fetchJWKS(ctx, k.http, k.url)
 	if err != nil {
 		return nil, err
 	}
 	set := &oidc.StaticKeySet{PublicKeys: keys}
 	k.mu.Lock()
-	k.keys = set
+	k.keys, k.byKid = set, byKid
 	k.mu.Unlock()
 	return set, nil
+}
+
+// keyByID returns the key a token's kid names, for access tokens: one
+// signature check with the one key it names, never a try of every key. An
+// unknown kid fetches the keys again (Logto rotated them), within the same
+// cap as VerifySignature; a known kid whose signature fails is a forgery
+// and costs no fetch at all. An empty kid names the only key, if there is
+// only one.
+func (k *keySet) keyByID(ctx context.Context, kid string) (crypto.PublicKey, error) {
+	k.mu.Lock()
+	keys, pub := k.keys, k.lookup(kid)
+	k.mu.Unlock()
+	if pub != nil {
+		return pub, nil
+	}
+	got, err := k.refetch(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	if got == nil {
+		return nil, errBadSignature // the cap is spent: rejected cheaply
+	}
+	k.mu.Lock()
+	pub = k.lookup(kid)
+	k.mu.Unlock()
+	if pub == nil {
+		return nil, errBadSignature
+	}
+	return pub, nil
+}
+
+// lookup finds a key by kid; the caller holds k.mu.
+func (k *keySet) lookup(kid string) crypto.PublicKey {
+	if kid == "" {
+		if k.keys != nil && len(k.keys.PublicKeys) == 1 {
+			return k.keys.PublicKeys[0]
+		}
+		return nil
+	}
+	return k.byKid[kid]
 }
 
 // jwk is the part of a JSON Web Key (RFC 7517) the module reads.
 type jwk struct {
 	Kty string `json:"kty"`
+	Kid string `json:"kid"`
 	Use string `json:"use"`
 	Crv string `json:"crv"`
 	X   string `json:"x"`
@@ -126,42 +168,46 @@ type jwk struct {
 	E   string `json:"e"`
 }
 
-func fetchJWKS(ctx context.Context, hc *http.Client, url string) ([]crypto.PublicKey, error) {
+func fetchJWKS(ctx context.Context, hc *http.Client, url string) ([]crypto.PublicKey, map[string]crypto.PublicKey, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+		return nil, nil, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: keys: %v", errUnavailable, scrubURLError(err))
+		return nil, nil, fmt.Errorf("%w: keys: %v", errUnavailable, scrubURLError(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxIdPResponse))
 	if err != nil || resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%w: keys answered %s", errUnavailable, resp.Status)
+		return nil, nil, fmt.Errorf("%w: keys answered %s", errUnavailable, resp.Status)
 	}
 	var set struct {
 		Keys []jwk `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &set); err != nil {
-		return nil, fmt.Errorf("%w: keys are not a JSON key set", errUnavailable)
+		return nil, nil, fmt.Errorf("%w: keys are not a JSON key set", errUnavailable)
 	}
 	var keys []crypto.PublicKey
+	byKid := map[string]crypto.PublicKey{}
 	for _, k := range set.Keys {
 		if k.Use != "" && k.Use != "sig" {
 			continue
 		}
 		if pub, err := k.publicKey(); err == nil {
 			keys = append(keys, pub)
+			if k.Kid != "" {
+				byKid[k.Kid] = pub
+			}
 		}
 	}
 	if len(keys) == 0 {
-		return nil, fmt.Errorf("%w: the key set holds no usable signing key", errUnavailable)
+		return nil, nil, fmt.Errorf("%w: the key set holds no usable signing key", errUnavailable)
 	}
-	return keys, nil
+	return keys, byKid, nil
 }
 
 // publicKey decodes an EC (P-256, P-384, P-521) or RSA key; Logto signs
