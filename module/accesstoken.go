@@ -30,6 +30,7 @@ const maxCachedBearer = 20000
 // bearerToken is a verified Logto access token, shared read-only by the
 // requests that present it.
 type bearerToken struct {
+	raw    string // the token, for {http.auth.logto.access_token}
 	sub    string
 	id     any // sub, boxed once for the placeholder
 	aud    string
@@ -51,6 +52,8 @@ func (t *bearerToken) placeholder(key string) (any, bool) {
 			return "", true
 		case "http.auth.logto.organization_id":
 			return t.org, true
+		case "http.auth.logto.access_token":
+			return t.raw, true
 		}
 		return nil, false
 	}
@@ -102,7 +105,7 @@ func (c *client) verifyBearer(ctx context.Context, raw string, accept func(aud s
 	}
 	now := c.now().Unix()
 	leeway := int64(clockSkew / time.Second)
-	key := sha256.Sum256([]byte(raw))
+	key := bearerKey(raw)
 	if t := c.bearer.get(key); t != nil {
 		if now > t.exp+leeway {
 			c.bearer.remove(key)
@@ -167,8 +170,20 @@ func (c *client) verifyBearer(ctx context.Context, raw string, accept func(aud s
 	if !verifyJWS(jws.header.Alg, pub, jws.signingInput, jws.signature) {
 		return nil, errTokenSignature
 	}
+	t.raw = raw
 	c.bearer.put(key, t, now)
 	return t, nil
+}
+
+// bearerKey is the cache key of a token: its SHA-256, hashed from a stack
+// copy for the usual sizes, so the hot path does not allocate a copy.
+func bearerKey(raw string) [32]byte {
+	var buf [2048]byte
+	if len(raw) <= len(buf) {
+		n := copy(buf[:], raw)
+		return sha256.Sum256(buf[:n])
+	}
+	return sha256.Sum256([]byte(raw))
 }
 
 // bearerKeys returns the tenant's key set and the signing algorithms it

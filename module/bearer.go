@@ -180,16 +180,19 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, next caddyh
 		h.logger.Debug("access token rejected", errField(err))
 		return bearerFail(w, http.StatusUnauthorized, "invalid_token", rejectionText(err), "")
 	}
-	org := tok.org
 	if protected {
-		if org, err = h.authorizeBearer(w, repl, tok); err != nil {
+		if err := h.authorizeBearer(w, repl, tok); err != nil {
 			return err
 		}
 	}
 	st.bearer, st.user, st.client = tok, nil, nil
-	// Set, not mapped: they win over what an earlier logto handler set.
-	repl.Set("http.auth.logto.access_token", cred.token)
-	repl.Set("http.auth.logto.organization_id", org)
+	if !first {
+		// An earlier logto handler may have set these; the token's win.
+		// (The first handler's are served by the placeholder hook, which
+		// costs no map.)
+		repl.Set("http.auth.logto.access_token", tok.raw)
+		repl.Set("http.auth.logto.organization_id", tok.org)
+	}
 	for _, f := range h.headerUp {
 		if v := repl.ReplaceAll(f.value, ""); v != "" {
 			r.Header.Set(f.name, v)
@@ -209,18 +212,16 @@ func (h *Handler) acceptsAudience(aud string) bool {
 }
 
 // authorizeBearer checks the route's organization and the rules against a
-// verified token, and returns the organization the request is for. Rules
+// verified token. Rules
 // read the token's own claims: its scope for permissions (machine-to-
 // machine roles arrive as scopes), organization_id or an organization
 // audience for the organization, any claim for the rest.
-func (h *Handler) authorizeBearer(w http.ResponseWriter, repl *caddy.Replacer, tok *bearerToken) (string, error) {
+func (h *Handler) authorizeBearer(w http.ResponseWriter, repl *caddy.Replacer, tok *bearerToken) error {
 	org := tok.org
 	if h.Organization != "" {
-		route := repl.ReplaceAll(h.Organization, "")
-		if !validID(route) || tok.org != route {
-			return "", bearerFail(w, http.StatusUnauthorized, "invalid_token", "the access token is not for this organization", "")
+		if route := repl.ReplaceAll(h.Organization, ""); !validID(route) || org != route {
+			return bearerFail(w, http.StatusUnauthorized, "invalid_token", "the access token is not for this organization", "")
 		}
-		org = route
 	}
 	for _, rule := range h.Require {
 		ok := false
@@ -228,7 +229,7 @@ func (h *Handler) authorizeBearer(w http.ResponseWriter, repl *caddy.Replacer, t
 		case "scope":
 			ok = intersects(tok.scopes, rule.Values)
 			if !ok {
-				return "", h.bearerForbidden(w, tok, "require scope not met", strings.Join(rule.Values, " "))
+				return h.bearerForbidden(w, tok, "require scope not met", strings.Join(rule.Values, " "))
 			}
 		case "role":
 			ok = intersects(claimStrings(tok.claims, "roles"), rule.Values)
@@ -255,10 +256,10 @@ func (h *Handler) authorizeBearer(w http.ResponseWriter, repl *caddy.Replacer, t
 			}
 		}
 		if !ok {
-			return "", h.bearerForbidden(w, tok, "require "+rule.Kind+" not met", "")
+			return h.bearerForbidden(w, tok, "require "+rule.Kind+" not met", "")
 		}
 	}
-	return org, nil
+	return nil
 }
 
 func (h *Handler) bearerForbidden(w http.ResponseWriter, tok *bearerToken, reason, scope string) error {

@@ -9,7 +9,7 @@ import (
 )
 
 const (
-	bearerAPI   = "https://api.example.test"
+	bearerAPI = "https://api.example.test"
 	testM2MID = "m2mapp0123456789abcde" // 21 lower-case letters and digits, as Logto's
 )
 
