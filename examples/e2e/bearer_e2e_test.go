@@ -228,6 +228,20 @@ func TestAPIClientsExample(t *testing.T) {
 		mustChallenge(t, tc.name, bearerReq(t, "GET", siteURL+tc.path, tc.hdr...), tc.status, tc.code)
 	}
 
+	// Another tenant's token: its apps may even have the same ids.
+	other := startTestIdP(t, nil)
+	otherReporter, _ := other.machineApps(t)
+	foreign := other.m2mToken(t, otherReporter, url.Values{"resource": {apiResource}, "scope": {"read:docs"}})
+	mustChallenge(t, "another issuer", bearerReq(t, "GET", siteURL+"/api/docs", "Authorization", "Bearer "+foreign), 401, "invalid_token")
+
+	// Logto rotates its keys: a token signed with the new key is accepted.
+	idp.admin(t, http.MethodPost, "/__dev/rotate-keys", nil, nil)
+	rotated := idp.m2mToken(t, reporter, url.Values{"resource": {apiResource}, "scope": {"read:docs"}})
+	if jwtHeader(t, rotated)["kid"] == jwtHeader(t, m2m)["kid"] {
+		t.Fatal("the dev IdP did not rotate its signing key")
+	}
+	i4DecodeEcho(t, bearerReq(t, "GET", siteURL+"/api/docs", "Authorization", "Bearer "+rotated))
+
 	// A browser on the same route: sign-in, then its session is enough.
 	before := up.count()
 	b := newVisitor(t)
@@ -253,4 +267,15 @@ func algNone(jwt string) string {
 	parts := strings.Split(jwt, ".")
 	h := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"at+jwt"}`))
 	return h + "." + parts[1] + "."
+}
+
+func jwtHeader(t testing.TB, jwt string) map[string]any {
+	t.Helper()
+	h, _, _ := strings.Cut(jwt, ".")
+	b, err := base64.RawURLEncoding.DecodeString(h)
+	var out map[string]any
+	if err != nil || json.Unmarshal(b, &out) != nil {
+		t.Fatalf("not a JWT header: %.20q", jwt)
+	}
+	return out
 }
