@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"math/big"
 	"slices"
 	"strings"
@@ -22,9 +23,9 @@ import (
 // maxBearerToken bounds the access tokens looked at; Logto's are under 1 KB.
 const maxBearerToken = 8 << 10
 
-// maxCachedBearer bounds the verified-token cache. Only tokens whose
-// signature verified enter it, so forged tokens cannot grow it; a miss
-// costs one signature check.
+// maxCachedBearer bounds the verified-token cache (about 1 KB a token).
+// Only tokens whose signature verified enter it, so forged tokens cannot
+// grow it; a miss costs one signature check.
 const maxCachedBearer = 20000
 
 // bearerToken is a verified Logto access token, shared read-only by the
@@ -105,8 +106,8 @@ func (c *client) verifyBearer(ctx context.Context, raw string, accept func(aud s
 	}
 	now := c.now().Unix()
 	leeway := int64(clockSkew / time.Second)
-	key := bearerKey(raw)
-	if t := c.bearer.get(key); t != nil {
+	key := c.bearer.key(raw)
+	if t := c.bearer.get(key, raw); t != nil {
 		if now > t.exp+leeway {
 			c.bearer.remove(key)
 			return nil, errTokenExpired
@@ -173,17 +174,6 @@ func (c *client) verifyBearer(ctx context.Context, raw string, accept func(aud s
 	t.raw = raw
 	c.bearer.put(key, t, now)
 	return t, nil
-}
-
-// bearerKey is the cache key of a token: its SHA-256, hashed from a stack
-// copy for the usual sizes, so the hot path does not allocate a copy.
-func bearerKey(raw string) [32]byte {
-	var buf [2048]byte
-	if len(raw) <= len(buf) {
-		n := copy(buf[:], raw)
-		return sha256.Sum256(buf[:n])
-	}
-	return sha256.Sum256([]byte(raw))
 }
 
 // bearerKeys returns the tenant's key set and the signing algorithms it
@@ -334,26 +324,36 @@ func verifyJWS(alg string, pub crypto.PublicKey, input, sig []byte) bool {
 	return false
 }
 
-// bearerCache maps the SHA-256 of an access token to the token verified,
-// until the token expires.
+// bearerCache maps a hash of an access token to the token verified, until
+// the token expires. The hash is maphash's, seeded per process (a
+// cryptographic hash would cost more than the rest of the request); an
+// entry is used only when its token equals the one presented, so a
+// collision, found or not, can only cost a signature check.
 type bearerCache struct {
-	mu  sync.RWMutex
-	max int
-	m   map[[32]byte]*bearerToken
+	seed maphash.Seed
+	mu   sync.RWMutex
+	max  int
+	m    map[uint64]*bearerToken
 }
 
 func newBearerCache(max int) *bearerCache {
-	return &bearerCache{max: max, m: make(map[[32]byte]*bearerToken)}
+	return &bearerCache{seed: maphash.MakeSeed(), max: max, m: make(map[uint64]*bearerToken)}
 }
 
-func (bc *bearerCache) get(key [32]byte) *bearerToken {
+func (bc *bearerCache) key(raw string) uint64 { return maphash.String(bc.seed, raw) }
+
+// get returns the verified token raw, if cached.
+func (bc *bearerCache) get(key uint64, raw string) *bearerToken {
 	bc.mu.RLock()
 	t := bc.m[key]
 	bc.mu.RUnlock()
+	if t == nil || t.raw != raw {
+		return nil
+	}
 	return t
 }
 
-func (bc *bearerCache) remove(key [32]byte) {
+func (bc *bearerCache) remove(key uint64) {
 	bc.mu.Lock()
 	delete(bc.m, key)
 	bc.mu.Unlock()
@@ -361,7 +361,7 @@ func (bc *bearerCache) remove(key [32]byte) {
 
 // put adds a verified token. When full, expired tokens go first, then an
 // arbitrary tenth: a dropped token only costs one more signature check.
-func (bc *bearerCache) put(key [32]byte, t *bearerToken, now int64) {
+func (bc *bearerCache) put(key uint64, t *bearerToken, now int64) {
 	bc.mu.Lock()
 	defer bc.mu.Unlock()
 	if len(bc.m) >= bc.max {

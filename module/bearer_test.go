@@ -414,3 +414,27 @@ func TestBearerCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestBearerCacheComparesTheToken: the cache is keyed by a 64-bit hash, so
+// an entry must be used only for the very token it was verified for; a
+// token that collides (by chance or by search) is verified afresh.
+func TestBearerCacheComparesTheToken(t *testing.T) {
+	bc := newBearerCache(4)
+	good := &bearerToken{raw: "header.payload.signature", exp: 100}
+	k := bc.key(good.raw)
+	bc.put(k, good, 0)
+	if bc.get(k, good.raw) != good {
+		t.Fatal("cached token not found")
+	}
+	if bc.get(k, "header.payload.forged") != nil {
+		t.Fatal("an entry was returned for another token under the same key")
+	}
+	// Full: expired entries go first, and the size stays bounded.
+	for i := range 10 {
+		tok := &bearerToken{raw: strings.Repeat("x", i+1), exp: int64(i)}
+		bc.put(bc.key(tok.raw), tok, 5)
+	}
+	if n := bc.len(); n > 4 {
+		t.Errorf("cache holds %d entries, bound 4", n)
+	}
+}
