@@ -92,8 +92,13 @@ func TestBearerUserAndMachineTokensAccepted(t *testing.T) {
 		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}", "X-Client": "{http.auth.user.client_id}"}
 	})
 	user := hx.idp.accessToken(nil)
-	res := hx.serve("GET", "/api/data", nil, bearer(user), withHeader("X-User-Id", "forged"), withHeader("Cookie", "logto.1=x; theme=dark"))
+	// A client must not choose the identity the upstream sees.
+	res := hx.serve("GET", "/api/data", nil, bearer(user), withHeader("X-User-Id", "forged"),
+		withHeader("Logto-ID-Token", "forged"), withHeader("Cookie", "logto.1=x; theme=dark"))
 	mustPass(t, res, "user-1")
+	if got := res.nextReq.Header.Get("Logto-ID-Token"); got != "" {
+		t.Errorf("a client's Logto-ID-Token reached the upstream: %q", got)
+	}
 	if got := res.nextReq.Header.Get("Authorization"); got != "Bearer "+user {
 		t.Error("the client's Authorization header did not reach the upstream unchanged")
 	}
