@@ -102,8 +102,8 @@ func (h *Handler) checkRule(r Rule) error {
 	switch r.Kind {
 	case "role", "claim":
 	case "scope":
-		if h.TokenResource == "" && h.Organization == "" {
-			return fmt.Errorf("logto: require scope needs token_resource or organization: permissions live in the route's access token")
+		if h.TokenResource == "" && h.Organization == "" && len(h.Bearer) == 0 {
+			return fmt.Errorf("logto: require scope needs token_resource, organization or bearer: permissions live in the route's access token")
 		}
 	case "organization":
 		if len(r.Values) == 0 && h.Organization == "" {

@@ -3,6 +3,7 @@ package logto
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -49,6 +50,8 @@ func init() {
 //		require        role|scope|organization|organization_role <value>...
 //		require        claim <name> <value>...
 //		revocation_poll <duration>
+//		bearer         <resource indicator|organization>...
+//		bearer_only
 //	}
 //
 // The directive's matcher selects what is protected; the flow endpoints
@@ -87,6 +90,7 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	seen := map[string]bool{}
 	var requireLines []int
+	bearerOnlyLine := 0
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if !repeatable[opt] {
@@ -241,6 +245,22 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "require":
 			requireLines = append(requireLines, d.Line())
 			err = l.parseRequire(d, args)
+		case "bearer":
+			if err = list(&l.Bearer); err == nil {
+				for i, ind := range args {
+					if slices.Contains(args[:i], ind) {
+						return d.Errf("logto: option %q: indicator %q given twice", opt, ind)
+					}
+					if !hasPlaceholder(ind) && !validIndicator(ind) {
+						return d.Errf("logto: option %q: %q is not a resource indicator (an absolute URI such as https://api.example.com, or %q)", opt, ind, organizationIndicator)
+					}
+				}
+			}
+		case "bearer_only":
+			if err = need(0); err == nil {
+				l.BearerOnly = true
+				bearerOnlyLine = d.Line()
+			}
 		default:
 			return d.Errf("logto: unknown option %q", opt)
 		}
@@ -248,10 +268,13 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
+	if l.BearerOnly && len(l.Bearer) == 0 {
+		return fmt.Errorf("logto: option \"bearer_only\" needs bearer <resource indicator>..., at %s:%d", d.File(), bearerOnlyLine)
+	}
 	for _, req := range []struct{ name, val string }{
 		{"endpoint", l.Endpoint}, {"app_id", l.AppID}, {"app_secret", l.AppSecret},
 	} {
-		if req.val == "" {
+		if req.val == "" && (req.name == "endpoint" || !l.BearerOnly) {
 			return d.Errf("logto: option %q is required (in the logto block starting at line %d)", req.name, directiveLine)
 		}
 	}

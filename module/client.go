@@ -51,6 +51,7 @@ type client struct {
 	blocks   appBlocks
 	verified *verifiedTokens
 	keyCache keyCache
+	bearer   *bearerCache
 	logger   *zap.Logger
 	now      func() time.Time
 	poolKey  string
@@ -94,6 +95,7 @@ func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
 		users:    newUserCache(maxCachedUsers),
 		live:     newLiveSessions(),
 		verified: newVerifiedTokens(maxVerifiedTokens),
+		bearer:   newBearerCache(maxCachedBearer),
 		logger:   logger,
 		now:      time.Now,
 	}

@@ -83,6 +83,13 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 
 	cs := h.cookiesFor(r)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	// A request with an access token is judged on it alone, before any
+	// session is read, so it never gets a cookie or a redirect.
+	if len(h.Bearer) > 0 {
+		if cred := bearerCredentials(r); cred.kind != credNone || h.BearerOnly {
+			return h.gateBearer(w, r, next, st, first, repl, cred)
+		}
+	}
 	// An earlier logto handler of the same application may have found the
 	// user already (a site-wide block and a stricter one for /admin).
 	u, reused := h.userFor(w, r, cs, st)
@@ -153,10 +160,11 @@ var idTokenHeader = http.CanonicalHeaderKey("Logto-ID-Token")
 // blocks may match a request (a site-wide pass block and a stricter one for
 // /admin), and the first one removes the cookies the others need.
 type requestState struct {
-	cookies []string // the Cookie header as the client sent it
-	client  *client  // the application user belongs to
-	user    *user    // the signed-in user, or nil
-	headers nameSet  // identity headers logto handlers set
+	cookies []string     // the Cookie header as the client sent it
+	client  *client      // the application user belongs to
+	user    *user        // the signed-in user, or nil
+	bearer  *bearerToken // the request's verified access token, or nil
+	headers nameSet      // identity headers logto handlers set
 }
 
 // nameSet is a small set of header names that does not allocate for the
@@ -209,7 +217,11 @@ func (st *requestState) String() string { return "" }
 // request without a user they are empty, not unknown: respond and other
 // handlers that keep unknown placeholders would print "{http.auth.user.id}".
 func (st *requestState) placeholder(key string) (any, bool) {
-	if u := st.user; u != nil {
+	if t := st.bearer; t != nil {
+		if v, ok := t.placeholder(key); ok {
+			return v, true
+		}
+	} else if u := st.user; u != nil {
 		if v, ok := u.placeholder(key); ok {
 			return v, true
 		}
@@ -367,6 +379,9 @@ func (h *Handler) unauthenticated(w http.ResponseWriter, r *http.Request, cs *co
 		return h.startSignIn(w, r, cs, h.returnHere(r), h.configParams())
 	}
 	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Logto realm=%q, sign_in=%q`, "logto", h.paths.signIn))
+	if len(h.Bearer) > 0 {
+		w.Header().Add("WWW-Authenticate", bearerChallenge)
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	return caddyhttp.Error(http.StatusUnauthorized, errors.New("logto: sign-in required"))
 }

@@ -159,6 +159,23 @@ type Handler struct {
 	// gets 403.
 	Require []Rule `json:"require,omitempty"`
 
+	// API resource indicators whose Logto access tokens are accepted in
+	// "Authorization: Bearer" (from single-page, mobile and
+	// machine-to-machine apps). A request carrying one is judged on that
+	// token alone: a JWT of type at+jwt signed by the tenant's keys, issuer
+	// <endpoint>/oidc, audience one of these, not expired. The value
+	// "organization" accepts organization tokens (audience
+	// urn:logto:organization:<id>). Failures follow RFC 6750 (401
+	// invalid_token, 403 insufficient_scope), never a redirect or a cookie.
+	// Default: none (bearer tokens are not looked at).
+	Bearer []string `json:"bearer,omitempty"`
+
+	// Accept only bearer tokens: no cookie sessions, no sign-in flow
+	// endpoints for this block, and then app_id and app_secret are not
+	// needed. Requests without a token get 401 with
+	// "WWW-Authenticate: Bearer". Needs bearer. Default: false.
+	BearerOnly bool `json:"bearer_only,omitempty"`
+
 	// How often the back-channel logout list in Caddy's storage is re-read,
 	// so a logout received by another instance takes effect here.
 	// Default: 10s.
@@ -205,10 +222,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if !validBaseURL(endpoint, true) {
 		return fmt.Errorf("logto: endpoint %q is not an absolute http(s) URL such as https://your-tenant.logto.app", endpoint)
 	}
-	if appID == "" {
+	if err := h.provisionBearer(repl); err != nil {
+		return err
+	}
+	if appID == "" && !h.BearerOnly {
 		return errors.New("logto: app_id is required (is its environment variable set?)")
 	}
-	if appSecret == "" {
+	if appSecret == "" && !h.BearerOnly {
 		return errors.New("logto: app_secret is required (is its environment variable set?)")
 	}
 
@@ -333,9 +353,10 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// ServeHTTP serves the flow endpoints and gates everything else.
+// ServeHTTP serves the flow endpoints and gates everything else. A
+// bearer_only block has no sign-in, so no endpoints either.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if ep := h.paths.match(r.URL.Path); ep != epNone {
+	if ep := h.paths.match(r.URL.Path); ep != epNone && !h.BearerOnly {
 		return h.serveEndpoint(ep, w, r)
 	}
 	return h.gate(w, r, next)

@@ -329,3 +329,41 @@ func (k jwk) publicKey() (crypto.PublicKey, error) {
 	}
 	return nil, fmt.Errorf("unsupported key type %q", k.Kty)
 }
+
+// keyByID returns the key a token's kid names, for access tokens: one
+// signature check with the one key it names, never a try of every key. An
+// unknown kid fetches the keys again (Logto rotated them), within the same
+// cap as VerifySignature; a known kid whose signature fails is a forgery
+// and costs no fetch at all. An empty kid names the only key, if there is
+// only one.
+func (k *keySet) keyByID(ctx context.Context, kid string) (crypto.PublicKey, error) {
+	k.mu.Lock()
+	keys := k.keys
+	k.mu.Unlock()
+	if pub := keys.lookup(kid); pub != nil {
+		return pub, nil
+	}
+	got, err := k.refetch(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	if pub := got.lookup(kid); pub != nil {
+		return pub, nil
+	}
+	return nil, errBadSignature // unknown, or the cap is spent: rejected cheaply
+}
+
+// lookup finds a key by kid (the only key for an empty kid); nil when s
+// has none such.
+func (s *jwks) lookup(kid string) crypto.PublicKey {
+	switch {
+	case s == nil:
+		return nil
+	case kid == "":
+		if len(s.all) == 1 {
+			return s.all[0]
+		}
+		return nil
+	}
+	return s.byKid[kid]
+}

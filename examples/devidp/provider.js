@@ -12,6 +12,9 @@ import {
   RESOURCES, users, resourcePermissions, userClaim,
 } from './data.js';
 import { refreshTokenGrant, parameters as refreshParameters } from './refresh-grant.js';
+import {
+  accessTokenClaims, clientCredentialsGrant, parameters as m2mParameters, machinePermissions,
+} from './m2m.js';
 import { generateSigningKey, randomId } from './keys.js';
 import { logtoErrorMiddleware } from './logto-errors.js';
 import * as views from './views.js';
@@ -110,6 +113,7 @@ export function createProvider(cfg) {
     },
     claims: { openid: ['sub'], ...USERINFO_CLAIMS },
     conformIdTokenClaims: false,
+    formats: { customizers: { jwt: accessTokenClaims } },
     extraParams: LOGTO_PARAMS,
     pkce: {
       methods: ['S256'],
@@ -140,9 +144,10 @@ export function createProvider(cfg) {
           if (!RESOURCES[indicator]) throw new errors.InvalidTarget();
           const userId = ctx.oidc.session?.accountId ?? ctx.oidc.entities.Account?.accountId;
           const organizationId = ctx.oidc.params?.organization_id;
+          const orgId = typeof organizationId === 'string' ? organizationId : undefined;
           const scopes = userId
-            ? resourcePermissions(userId, indicator, typeof organizationId === 'string' ? organizationId : undefined)
-            : [];
+            ? resourcePermissions(userId, indicator, orgId)
+            : machinePermissions(ctx.oidc.client?.clientId, indicator, orgId);
           return resourceServer(scopes);
         },
       },
@@ -159,7 +164,9 @@ export function createProvider(cfg) {
     },
     extraTokenClaims: (ctx, token) => {
       const organizationId = ctx.oidc.params?.organization_id;
-      if (organizationId && ctx.oidc.params?.resource && token instanceof ctx.oidc.provider.AccessToken) {
+      const { AccessToken, ClientCredentials } = ctx.oidc.provider;
+      if (organizationId && ctx.oidc.params?.resource
+        && (token instanceof AccessToken || token instanceof ClientCredentials)) {
         return { organization_id: organizationId };
       }
       return undefined;
@@ -220,6 +227,8 @@ export function createProvider(cfg) {
     refreshParameters,
     ['resource'],
   );
+
+  provider.registerGrantType('client_credentials', clientCredentialsGrant({ alg }), m2mParameters, ['resource']);
 
   // Logout tokens are sent here rather than by oidc-provider's own client so
   // every delivery (and the status the RP answered) can be reported.

@@ -36,7 +36,7 @@
  * through the stand-in Kakao page only. Ids (fixed): README.md,
  * GET /__dev/users, GET /__dev/organizations (by slug), GET /__dev/resources.
  *
- * Test hooks (JSON): POST /__dev/clients, GET /__dev/clients,
+ * Test hooks (JSON): POST /__dev/clients, GET /__dev/clients, GET /__dev/m2m-apps,
  * POST /__dev/rotate-keys[?drop_old=1], GET /__dev/requests, GET /__dev/stats,
  * POST /__dev/reset, POST /__dev/fail?endpoint=token|jwks|discovery|userinfo|
  * revocation|end_session&mode=500|garbage|slow&count=N[&delay_ms=5000],
@@ -54,6 +54,7 @@ import {
 } from './data.js';
 import { createProvider, ID_TOKEN_EXTENDED } from './provider.js';
 import { refuseSecretInBody } from './client-auth.js';
+import { registerMachineApps, machineAppsInfo } from './m2m.js';
 import { SUPPORTED_ALGS } from './keys.js';
 import * as views from './views.js';
 
@@ -434,6 +435,7 @@ async function handleDev(req, res, url) {
     case 'POST /__dev/resources/restore':
       restoreResources();
       return sendJson(res, 200, { resources: Object.keys(RESOURCES) });
+    case 'GET /__dev/m2m-apps': return sendJson(res, 200, machineAppsInfo());
     case 'GET /__dev/resources':
       return sendJson(res, 200, { resources: RESOURCES, roles: ROLES, organization_roles: ORGANIZATION_ROLES });
     default: return sendJson(res, 404, { error: 'not found' });
@@ -583,6 +585,8 @@ server.listen(port, host, async () => {
     if (err.error === 'invalid_grant') stats.invalid_grants += 1;
   });
   provider.on('end_session.success', () => { stats.end_sessions += 1; });
+
+  await registerMachineApps(provider, store);
 
   if (env.DEVIDP_CLIENT_ID) {
     try {

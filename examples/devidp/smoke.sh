@@ -3,7 +3,8 @@
 # strictness): discovery, a full code flow, resource
 # and organization tokens, refresh-token rotation and reuse detection,
 # revocation, RP-initiated and back-channel logout, key rotation, failure
-# injection, the sign-in pages, and 20 quick starts in a row. Needs node and
+# injection, the sign-in pages, 20 quick starts in a row, and
+# machine-to-machine apps (client credentials). Needs node and
 # curl; exits non-zero on the first failed check.
 set -euo pipefail
 
@@ -435,5 +436,48 @@ for i in $(seq 1 20); do
 	[ "$ms" -lt "$slowest" ] || slowest=$ms
 done
 ok "20 starts, the slowest ${slowest} ms"
+
+echo "== machine-to-machine apps (client credentials, as Logto issues them)"
+start_idp idp-m2m
+ISSUER="$BASE/oidc"
+curl -sf "$BASE/__dev/m2m-apps" >"$TMP/m2m.json"
+M2M_ID=$(json 'd.find(a=>a.name.startsWith("Reporter")).client_id' <"$TMP/m2m.json")
+M2M_SECRET=$(json 'd.find(a=>a.name.startsWith("Reporter")).client_secret' <"$TMP/m2m.json")
+NOROLE_ID=$(json 'd.find(a=>a.name.startsWith("No role")).client_id' <"$TMP/m2m.json")
+NOROLE_SECRET=$(json 'd.find(a=>a.name.startsWith("No role")).client_secret' <"$TMP/m2m.json")
+expect_match "M2M app id: 21 lower-case letters and digits" "$M2M_ID" '^[a-z0-9]{21}$'
+cc() { # cc <out file> <id> <secret> <form fields...>: client credentials, prints status
+	local out=$1 id=$2 secret=$3
+	shift 3
+	local args=()
+	for f in grant_type=client_credentials "$@"; do args+=(--data-urlencode "$f"); done
+	curl -s -o "$out" -w '%{http_code}' -u "$id:$secret" "${args[@]}" "$ISSUER/token"
+}
+expect "granted permissions only" "$(cc "$TMP/m1.json" "$M2M_ID" "$M2M_SECRET" resource=https://api.example.com 'scope=read:docs write:docs') $(json d.scope <"$TMP/m1.json")" "200 read:docs"
+AT=$(json d.access_token <"$TMP/m1.json")
+expect "  answer: no refresh or ID token" "$(json 'Object.keys(d).sort().join(" ")' <"$TMP/m1.json")" "access_token expires_in scope token_type"
+expect "  header" "$(jwt_part 0 "$AT" | json 'd.alg+" "+d.typ')" "ES384 at+jwt"
+verify_jwt "$AT" "$ISSUER/jwks" || die "M2M token signature"
+ok "  signed by the tenant's key"
+expect "  sub = client_id = the app" "$(claim sub "$AT") $(claim client_id "$AT")" "$M2M_ID $M2M_ID"
+expect "  aud is the indicator (one string)" "$(jwt_part 1 "$AT" | json 'typeof d.aud+" "+d.aud')" "string https://api.example.com"
+expect "  claims" "$(jwt_part 1 "$AT" | json 'Object.keys(d).sort().join(" ")')" "aud client_id exp iat iss jti scope sub"
+expect "  lifetime" "$(jwt_part 1 "$AT" | json 'd.exp-d.iat')" "3600"
+expect "nothing asked: no scope claim, no scope in the answer" "$(cc "$TMP/m2.json" "$M2M_ID" "$M2M_SECRET" resource=https://api.example.com) $(json '"scope" in d' <"$TMP/m2.json") $(jwt_part 1 "$(json d.access_token <"$TMP/m2.json")" | json '"scope" in d')" "200 false false"
+expect "app without a role: no scope claim" "$(cc "$TMP/m3.json" "$NOROLE_ID" "$NOROLE_SECRET" resource=https://api.example.com scope=read:docs) $(jwt_part 1 "$(json d.access_token <"$TMP/m3.json")" | json '"scope" in d')" "200 false"
+expect "no resource: invalid_target" "$(cc "$TMP/m4.json" "$M2M_ID" "$M2M_SECRET" scope=read:docs) $(json d.error <"$TMP/m4.json") $(json d.error_description <"$TMP/m4.json")" \
+	'400 invalid_target both `resource` and `organization_id` are not provided'
+expect "unknown indicator: invalid_target" "$(cc "$TMP/m5.json" "$M2M_ID" "$M2M_SECRET" resource=https://nope.example.com) $(json d.error <"$TMP/m5.json")" "400 invalid_target"
+expect "wrong secret: invalid_client" "$(cc "$TMP/m6.json" "$M2M_ID" wrong resource=https://api.example.com) $(json d.error <"$TMP/m6.json")" "401 invalid_client"
+ACME_ID=$(curl -sf "$BASE/__dev/organizations" | json 'd.find(o=>o.slug==="acme").id')
+GLOBEX_ID=$(curl -sf "$BASE/__dev/organizations" | json 'd.find(o=>o.slug==="globex").id')
+expect "organization the app is not in: access_denied" "$(cc "$TMP/m7.json" "$M2M_ID" "$M2M_SECRET" "organization_id=$GLOBEX_ID") $(json d.error <"$TMP/m7.json")" "403 access_denied"
+cc "$TMP/m8.json" "$M2M_ID" "$M2M_SECRET" "organization_id=$ACME_ID" scope=read:reports >/dev/null
+OT=$(json d.access_token <"$TMP/m8.json")
+expect "organization token" "$(claim aud "$OT") $(claim scope "$OT") $(claim sub "$OT")" "urn:logto:organization:$ACME_ID read:reports $M2M_ID"
+cc "$TMP/m9.json" "$M2M_ID" "$M2M_SECRET" "organization_id=$ACME_ID" resource=https://api.example.com 'scope=read:docs write:docs' >/dev/null
+OT=$(json d.access_token <"$TMP/m9.json")
+expect "organization-scoped API token" "$(claim aud "$OT") $(claim organization_id "$OT") $(claim scope "$OT")" "https://api.example.com $ACME_ID read:docs write:docs"
+stop_idp
 
 echo "$PASS passed, 0 failed"

@@ -101,7 +101,7 @@ func readmeCaddyfiles(t *testing.T) []readmeBlock {
 }
 
 // recipeSite is where a recipe runs: its port, and the upstream that
-// stands in for localhost:3000 and localhost:9000.
+// stands in for localhost:3000, localhost:9000 and localhost:9001.
 type recipeSite struct {
 	port     int
 	upstream string // host:port
@@ -128,7 +128,7 @@ func (b readmeBlock) runnable(t *testing.T, all []readmeBlock, rs recipeSite) st
 		}
 		return fmt.Sprintf("http://localhost:%d {", rs.port)
 	})
-	for _, up := range []string{"localhost:3000", "localhost:9000"} {
+	for _, up := range []string{"localhost:3000", "localhost:9000", "localhost:9001"} {
 		s = strings.ReplaceAll(s, "reverse_proxy "+up, "reverse_proxy "+rs.upstream)
 	}
 	return strings.ReplaceAll(s, "/srv/site", filepath.Join(env.root, "examples/static-site/site"))

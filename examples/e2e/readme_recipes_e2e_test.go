@@ -95,6 +95,7 @@ var recipeChecks = map[string]func(t *testing.T, b readmeBlock, all []readmeBloc
 	"A B2B site where the subdomain is the organization": checkB2B,
 	"Keep authorization codes out of Caddy's logs":       checkCodesOutOfLogs,
 	"Custom error pages":                                 checkErrorPage,
+	"Protect an API for apps and machines":               checkAPIClients,
 	// The grammar of the directive, not a Caddyfile to run (it is checked
 	// by caddy fmt all the same).
 	"Options": nil,
@@ -333,4 +334,53 @@ func indent(block string) string {
 		sb.WriteString(l + "\n")
 	}
 	return sb.String()
+}
+
+// One API for browsers and API clients (api.example.com): a machine's or an
+// app's token with read:docs gets through, with the caller's id for the API
+// and the Authorization header unchanged; a token without the permission
+// gets 403 insufficient_scope; a browser still signs in. The machine-only
+// site (m2m.example.com, bearer_only) needs write:docs and never redirects.
+// The two sites run one at a time, each on the test's localhost.
+func checkAPIClients(t *testing.T, b readmeBlock, all []readmeBlock) {
+	cut := strings.Index(b.text, "\nm2m.example.com {")
+	if cut < 0 {
+		t.Fatalf("README line %d: no m2m.example.com site in the recipe", b.line)
+	}
+	apiBlock, m2mBlock := b, b
+	apiBlock.text = strings.TrimSpace(b.text[:cut]) + "\n"
+	m2mBlock.text = strings.TrimSpace(b.text[cut:]) + "\n"
+	reporter, noRole := env.idp.machineApps(t)
+	readDocs := env.idp.m2mToken(t, reporter, url.Values{"resource": {apiResource}, "scope": {"read:docs write:docs"}})
+	none := env.idp.m2mToken(t, noRole, url.Values{"resource": {apiResource}, "scope": {"read:docs"}})
+
+	api := startRecipe(t, apiBlock, all, nil)
+	res := bearerReq(t, http.MethodGet, api.site+"/docs", "Authorization", "Bearer "+readDocs, "X-User-Id", "forged")
+	expectStatus(t, "a machine with read:docs", res, http.StatusOK)
+	if res.StatusCode == http.StatusOK {
+		e := i4DecodeEcho(t, res)
+		if got := e.Header.Get("X-User-Id"); got != reporter.ID {
+			t.Errorf("the API got X-User-Id %q, want the machine's id %q", got, reporter.ID)
+		}
+		if got := e.Header.Get("Authorization"); got != "Bearer "+readDocs {
+			t.Errorf("the API got Authorization %.20q..., want the client's header unchanged", got)
+		}
+	}
+	mustChallenge(t, "a machine without read:docs", bearerReq(t, http.MethodGet, api.site+"/docs", "Authorization", "Bearer "+none), http.StatusForbidden, "insufficient_scope")
+	alice := newVisitor(t)
+	q := authQuery(t, alice, api.site+"/docs", api.idp.base)
+	if !slices.Contains(q["resource"], apiResource) || !slices.Contains(strings.Fields(q.Get("scope")), "read:docs") {
+		t.Errorf("a browser's sign-in asks for scope %q resources %v, want read:docs and %s", q.Get("scope"), q["resource"], apiResource)
+	}
+	api.signIn(alice, api.site, "/docs", "alice")
+	expectStatus(t, "alice's browser", alice.fetch(api.site+"/docs"), http.StatusOK)
+
+	m2m := startRecipe(t, m2mBlock, all, nil)
+	mustChallenge(t, "a machine with read:docs only, on the write:docs site", bearerReq(t, http.MethodPost, m2m.site+"/docs", "Authorization", "Bearer "+readDocs), http.StatusForbidden, "insufficient_scope")
+	mustChallenge(t, "no token on the machine-only site", bearerReq(t, http.MethodGet, m2m.site+"/docs"), http.StatusUnauthorized, "")
+	nav := newVisitor(t).navigate(m2m.site + "/docs")
+	expectStatus(t, "a browser navigating to the machine-only site", nav, http.StatusUnauthorized)
+	writer := userTokens(t, env.idp, i4RegisterApp(t, env.idp, i4App{}, []string{m2m.site + "/cb"}, nil, ""), m2m.site+"/cb", "alice", "write:docs")
+	tok, _ := writer["access_token"].(string)
+	expectStatus(t, "an app's token for alice (write:docs)", bearerReq(t, http.MethodPost, m2m.site+"/docs", "Authorization", "Bearer "+tok), http.StatusOK)
 }

@@ -1,0 +1,369 @@
+package logto
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+const (
+	bearerAPI = "https://api.example.test"
+	testM2MID = "m2mapp0123456789abcde" // 21 lower-case letters and digits, as Logto's
+)
+
+// accessToken mints a Logto access token as the tenant would: a user's
+// token for bearerAPI with scope "read:data", edited by edit (which may also
+// change the header).
+func (idp *fakeIdP) accessToken(edit func(header, claims map[string]any)) string {
+	now := idp.now().Unix()
+	header := map[string]any{"alg": "ES384", "typ": "at+jwt", "kid": idp.kid()}
+	claims := map[string]any{
+		"jti": randomString(12), "sub": "user-1", "iat": now, "exp": now + 3600,
+		"scope": "read:data", "client_id": "spa-app", "iss": idp.issuer, "aud": bearerAPI,
+	}
+	if edit != nil {
+		edit(header, claims)
+	}
+	tok := signJWT(header, claims, es384Signer(idp.signingKey()))
+	registerLogSecrets(tok)
+	return tok
+}
+
+// m2mToken is a machine-to-machine token as Logto issues it: sub =
+// client_id = the app's id, and no scope claim at all when its roles
+// grant nothing of what it asked for.
+func (idp *fakeIdP) m2mToken(scope string) string {
+	return idp.accessToken(func(_, c map[string]any) {
+		c["sub"], c["client_id"] = testM2MID, testM2MID
+		if scope == "" {
+			delete(c, "scope")
+		} else {
+			c["scope"] = scope
+		}
+	})
+}
+
+func bearer(tok string) reqOpt { return withHeader("Authorization", "Bearer "+tok) }
+
+func bearerHarness(t *testing.T, configure func(h *Handler)) *harness {
+	return newHarness(t, nil, func(h *Handler) {
+		h.Bearer = []string{bearerAPI}
+		if configure != nil {
+			configure(h)
+		}
+	})
+}
+
+// placeholderOf reads a placeholder as the handler after logto saw it.
+func placeholderOf(res *result, key string) string {
+	repl := res.nextReq.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	return repl.ReplaceAll("{"+key+"}", "")
+}
+
+// mustBearerFail checks an RFC 6750 failure: the status, the challenge
+// with the error code (none for ""), no redirect, no cookie, and nothing
+// served.
+func mustBearerFail(t *testing.T, res *result, status int, code string) {
+	t.Helper()
+	res.mustHandlerError(t, status)
+	www := res.rec.Header().Get("WWW-Authenticate")
+	if !strings.HasPrefix(www, `Bearer realm="logto"`) {
+		t.Errorf("WWW-Authenticate = %q, want a Bearer challenge", www)
+	}
+	if code == "" && strings.Contains(www, "error=") {
+		t.Errorf("WWW-Authenticate = %q, want no error code", www)
+	}
+	if code != "" && !strings.Contains(www, `error="`+code+`"`) {
+		t.Errorf("WWW-Authenticate = %q, want error=%q", www, code)
+	}
+	if loc := res.rec.Header().Get("Location"); loc != "" {
+		t.Errorf("redirected to %q", loc)
+	}
+	if sc := res.rec.Header().Values("Set-Cookie"); len(sc) > 0 {
+		t.Errorf("set cookies %q", sc)
+	}
+}
+
+func TestBearerUserAndMachineTokensAccepted(t *testing.T) {
+	hx := bearerHarness(t, func(h *Handler) {
+		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}", "X-Client": "{http.auth.user.client_id}"}
+	})
+	user := hx.idp.accessToken(nil)
+	// A client must not choose the identity the upstream sees.
+	res := hx.serve("GET", "/api/data", nil, bearer(user), withHeader("X-User-Id", "forged"),
+		withHeader("Logto-ID-Token", "forged"), withHeader("Cookie", "logto.1=x; theme=dark"))
+	mustPass(t, res, "user-1")
+	if got := res.nextReq.Header.Get("Logto-ID-Token"); got != "" {
+		t.Errorf("a client's Logto-ID-Token reached the upstream: %q", got)
+	}
+	if got := res.nextReq.Header.Get("Authorization"); got != "Bearer "+user {
+		t.Error("the client's Authorization header did not reach the upstream unchanged")
+	}
+	if got := res.nextReq.Header.Get("X-User-Id"); got != "user-1" {
+		t.Errorf("X-User-Id = %q, want the token's sub", got)
+	}
+	if got := res.nextReq.Header.Get("Cookie"); strings.Contains(got, "logto") {
+		t.Errorf("module cookies reached the upstream: %q", got)
+	}
+	for key, want := range map[string]string{
+		"http.auth.user.client_id":        "spa-app",
+		"http.auth.user.scope":            "read:data",
+		"http.auth.logto.access_token":    user,
+		"http.auth.logto.organization_id": "",
+		"http.auth.logto.id_token":        "",
+		"http.auth.user.iss":              "",
+	} {
+		if got := placeholderOf(res, key); got != want {
+			t.Errorf("{%s} = %.40q, want %.40q", key, got, want)
+		}
+	}
+	if len(res.setCookies(t)) > 0 {
+		t.Error("a bearer request got a cookie")
+	}
+
+	m2m := hx.idp.m2mToken("")
+	res = hx.serve("POST", "/api/data", nil, bearer(m2m))
+	mustPass(t, res, testM2MID)
+	if got := placeholderOf(res, "http.auth.user.scope"); got != "" {
+		t.Errorf("{http.auth.user.scope} of a token without scope = %q", got)
+	}
+	if got := res.nextReq.Header.Get("X-Client"); got != testM2MID {
+		t.Errorf("X-Client = %q, want the M2M app id", got)
+	}
+}
+
+// TestBearerRejections: each way a stranger can present a token that is
+// not a current access token of this tenant for this API is refused, with
+// RFC 6750's status and challenge, never a redirect or a cookie.
+func TestBearerRejections(t *testing.T) {
+	hx := bearerHarness(t, nil)
+	idp := hx.idp
+	other := newFakeIdP(t)
+	good := idp.accessToken(nil)
+	pubBytes, _ := idp.signingKey().PublicKey.Bytes()
+	cases := []struct {
+		name   string
+		opts   []reqOpt
+		target string
+		status int
+		code   string
+	}{
+		// A token for another of the tenant's APIs must not open this one.
+		{"another resource", []reqOpt{bearer(idp.accessToken(func(_, c map[string]any) { c["aud"] = "https://other.example.test" }))}, "", 401, "invalid_token"},
+		// Another tenant's token (its own key and issuer).
+		{"another issuer", []reqOpt{bearer(other.accessToken(nil))}, "", 401, "invalid_token"},
+		// Our key, a claimed issuer of someone else.
+		{"foreign iss claim", []reqOpt{bearer(idp.accessToken(func(_, c map[string]any) { c["iss"] = "https://evil.example/oidc" }))}, "", 401, "invalid_token"},
+		{"expired", []reqOpt{bearer(idp.accessToken(func(_, c map[string]any) { c["exp"] = idp.now().Unix() - 120 }))}, "", 401, "invalid_token"},
+		{"issued in the future", []reqOpt{bearer(idp.accessToken(func(_, c map[string]any) { c["iat"] = idp.now().Unix() + 600 }))}, "", 401, "invalid_token"},
+		// alg none: no signature at all.
+		{"alg none", []reqOpt{bearer(signJWT(map[string]any{"alg": "none", "typ": "at+jwt"}, map[string]any{"iss": idp.issuer, "aud": bearerAPI, "sub": "x", "client_id": "x", "exp": idp.now().Unix() + 60}, nil) + "x")}, "", 401, "invalid_token"},
+		// Algorithm confusion: an HMAC keyed with the tenant's public key.
+		{"HS256 with the public key", []reqOpt{bearer(signJWT(map[string]any{"alg": "HS256", "typ": "at+jwt", "kid": idp.kid()}, map[string]any{"iss": idp.issuer, "aud": bearerAPI, "sub": "x", "client_id": "x", "exp": idp.now().Unix() + 60}, hs256Signer(string(pubBytes))))}, "", 401, "invalid_token"},
+		// An ID token (typ JWT, aud the app) is not an access token.
+		{"ID token", []reqOpt{bearer(idp.sign(idp.idClaims("user-1", "")))}, "", 401, "invalid_token"},
+		{"ID token with the API audience", []reqOpt{bearer(idp.accessToken(func(h, _ map[string]any) { h["typ"] = "JWT" }))}, "", 401, "invalid_token"},
+		// Logto's refresh tokens are opaque.
+		{"refresh token", []reqOpt{bearer(randomString(32)[:43])}, "", 401, "invalid_token"},
+		{"truncated", []reqOpt{bearer(good[:len(good)-10])}, "", 401, "invalid_token"},
+		{"signature of another token", []reqOpt{bearer(good[:strings.LastIndexByte(good, '.')] + idp.accessToken(nil)[strings.LastIndexByte(good, '.'):])}, "", 401, "invalid_token"},
+		{"unknown key", []reqOpt{bearer(signJWT(map[string]any{"alg": "ES384", "typ": "at+jwt", "kid": "nope"}, map[string]any{"iss": idp.issuer, "aud": bearerAPI, "sub": "x", "client_id": "x", "exp": idp.now().Unix() + 60}, es384Signer(other.signingKey())))}, "", 401, "invalid_token"},
+		{"no client_id", []reqOpt{bearer(idp.accessToken(func(_, c map[string]any) { delete(c, "client_id") }))}, "", 401, "invalid_token"},
+		{"scope not a string", []reqOpt{bearer(idp.accessToken(func(_, c map[string]any) { c["scope"] = []string{"read:data"} }))}, "", 401, "invalid_token"},
+		// RFC 6750 2.3 is not supported: URLs end up in logs.
+		{"token in the query string", nil, "/api?access_token=" + good, 400, "invalid_request"},
+		{"token in the query and the header", []reqOpt{bearer(good)}, "/api?access_token=" + good, 400, "invalid_request"},
+		{"two Authorization headers", []reqOpt{bearer(good), bearer(good)}, "", 400, "invalid_request"},
+		{"Bearer with no token", []reqOpt{withHeader("Authorization", "Bearer")}, "", 400, "invalid_request"},
+		{"Bearer with blanks only", []reqOpt{withHeader("Authorization", "Bearer   ")}, "", 400, "invalid_request"},
+		{"Bearer with extra parts", []reqOpt{withHeader("Authorization", "Bearer "+good+" extra")}, "", 400, "invalid_request"},
+		{"Bearer with a comma", []reqOpt{withHeader("Authorization", "Bearer "+good+",x")}, "", 400, "invalid_request"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			target := tc.target
+			if target == "" {
+				target = "/api"
+			}
+			res := hx.serve("GET", target, nil, append(tc.opts, fetchAPI())...)
+			mustBearerFail(t, res, tc.status, tc.code)
+		})
+	}
+	t.Run("lower-case scheme accepted", func(t *testing.T) {
+		mustPass(t, hx.serve("GET", "/api", nil, withHeader("Authorization", "bearer "+good)), "user-1")
+		mustPass(t, hx.serve("GET", "/api", nil, withHeader("Authorization", "BEARER "+good)), "user-1")
+	})
+	t.Run("navigation with a bad token is not redirected", func(t *testing.T) {
+		res := hx.serve("GET", "/api", nil, navigation(), bearer(good[:20]))
+		mustBearerFail(t, res, 401, "invalid_token")
+	})
+}
+
+func TestBearerInsufficientScope(t *testing.T) {
+	hx := bearerHarness(t, func(h *Handler) {
+		h.Require = []Rule{{Kind: "scope", Values: []string{"write:data"}}}
+	})
+	for name, tok := range map[string]string{
+		"user token with another permission": hx.idp.accessToken(nil),
+		"user token with scope \"\"":         hx.idp.accessToken(func(_, c map[string]any) { c["scope"] = "" }),
+		"M2M token without a scope claim":    hx.idp.m2mToken(""),
+	} {
+		res := hx.serve("GET", "/api", nil, bearer(tok))
+		mustBearerFail(t, res, 403, "insufficient_scope")
+		if www := res.rec.Header().Get("WWW-Authenticate"); !strings.Contains(www, `scope="write:data"`) {
+			t.Errorf("%s: WWW-Authenticate = %q, want the missing scope", name, www)
+		}
+	}
+	mustPass(t, hx.serve("GET", "/api", nil, bearer(hx.idp.m2mToken("read:data write:data"))), testM2MID)
+}
+
+// TestBearerOrganization: with organization on the block, a token must
+// belong to the route's organization, so a member of one customer cannot
+// use its token on another's subdomain.
+func TestBearerOrganization(t *testing.T) {
+	hx := bearerHarness(t, func(h *Handler) {
+		h.Bearer = []string{bearerAPI, organizationIndicator}
+		h.Organization = "{http.request.header.X-Org}"
+		h.Require = []Rule{{Kind: "organization"}}
+	})
+	idp := hx.idp
+	orgAPI := func(org string) string {
+		return idp.accessToken(func(_, c map[string]any) { c["organization_id"] = org })
+	}
+	orgToken := func(org string) string {
+		return idp.accessToken(func(_, c map[string]any) { c["aud"] = organizationAudience + org })
+	}
+	res := hx.serve("GET", "/api", nil, bearer(orgAPI("org1")), withHeader("X-Org", "org1"))
+	mustPass(t, res, "user-1")
+	if got := placeholderOf(res, "http.auth.logto.organization_id"); got != "org1" {
+		t.Errorf("{http.auth.logto.organization_id} = %q", got)
+	}
+	mustPass(t, hx.serve("GET", "/api", nil, bearer(orgToken("org1")), withHeader("X-Org", "org1")), "user-1")
+	mustBearerFail(t, hx.serve("GET", "/api", nil, bearer(orgAPI("org2")), withHeader("X-Org", "org1")), 401, "invalid_token")
+	mustBearerFail(t, hx.serve("GET", "/api", nil, bearer(orgToken("org2")), withHeader("X-Org", "org1")), 401, "invalid_token")
+	mustBearerFail(t, hx.serve("GET", "/api", nil, bearer(idp.accessToken(nil)), withHeader("X-Org", "org1")), 401, "invalid_token")
+	mustBearerFail(t, hx.serve("GET", "/api", nil, bearer(orgAPI("org1"))), 401, "invalid_token")
+
+	// Without "organization" among the indicators, organization tokens are
+	// another audience.
+	hx2 := bearerHarness(t, nil)
+	mustBearerFail(t, hx2.serve("GET", "/api", nil, bearer(hx2.idp.accessToken(func(_, c map[string]any) { c["aud"] = organizationAudience + "org1" }))), 401, "invalid_token")
+}
+
+func TestBearerOnlyWithoutAppCredentials(t *testing.T) {
+	hx := bearerHarness(t, func(h *Handler) {
+		h.AppID, h.AppSecret, h.BearerOnly = "", "", true
+	})
+	res := hx.serve("GET", "/api", nil, navigation())
+	mustBearerFail(t, res, 401, "")
+	// The flow endpoints are off: nothing signs in here.
+	mustBearerFail(t, hx.serve("GET", "/logto/sign-in", nil, navigation()), 401, "")
+	// A session cookie means nothing to a bearer_only block.
+	mustBearerFail(t, hx.serve("GET", "/api", nil, withHeader("Cookie", "__Host-logto=abc")), 401, "")
+	// Another scheme is no bearer credential.
+	mustBearerFail(t, hx.serve("GET", "/api", nil, withHeader("Authorization", "Basic YTpi")), 401, "")
+	mustPass(t, hx.serve("GET", "/api", nil, bearer(hx.idp.m2mToken(""))), testM2MID)
+
+	for name, h := range map[string]*Handler{
+		"bearer_only without bearer":    {Endpoint: hx.idp.srv.URL, BearerOnly: true},
+		"bearer not a URI":              {Endpoint: hx.idp.srv.URL, BearerOnly: true, Bearer: []string{"api"}},
+		"bearer twice":                  {Endpoint: hx.idp.srv.URL, BearerOnly: true, Bearer: []string{bearerAPI, bearerAPI}},
+		"no app_id without bearer_only": {Endpoint: hx.idp.srv.URL, Bearer: []string{bearerAPI}},
+	} {
+		if err := h.Provision(testCaddyContext(t)); err == nil {
+			t.Errorf("%s: provisioned", name)
+		}
+	}
+}
+
+// TestBearerMixedSite: one route serves browsers (cookie sessions, sign-in
+// redirects) and API clients (bearer tokens) with the same rules.
+func TestBearerMixedSite(t *testing.T) {
+	hx := bearerHarness(t, func(h *Handler) {
+		h.Require = []Rule{{Kind: "scope", Values: []string{"read:data"}}}
+	})
+	if hx.h.TokenResource != bearerAPI {
+		t.Fatalf("token_resource = %q: browser users' permissions should come from a token for the bearer API", hx.h.TokenResource)
+	}
+	if !strings.Contains(strings.Join(hx.h.Scopes, " "), "read:data") {
+		t.Errorf("sign-in scopes %q lack the rule's permission", hx.h.Scopes)
+	}
+	hx.idp.permissions[bearerAPI] = []string{"read:data"}
+	b := hx.signedIn()
+	res := hx.serve("GET", "/api", b, fetchAPI())
+	mustPass(t, res, "user-1")
+	mustPass(t, hx.serve("GET", "/api", nil, bearer(hx.idp.m2mToken("read:data"))), testM2MID)
+	// Anonymous browser navigation: sign in, as before.
+	hx.mustRedirectToAuth(t, hx.serve("GET", "/api", nil, navigation()))
+	// Anonymous fetch: 401 offering both ways in.
+	res = hx.serve("GET", "/api", nil, fetchAPI())
+	res.mustHandlerError(t, 401)
+	if www := strings.Join(res.rec.Header().Values("WWW-Authenticate"), "\n"); !strings.Contains(www, "Logto realm") || !strings.Contains(www, bearerChallenge) {
+		t.Errorf("WWW-Authenticate = %q, want both challenges", www)
+	}
+	// A signed-in browser that also sends a bad token is judged on the token.
+	mustBearerFail(t, hx.serve("GET", "/api", b, bearer("garbage")), 401, "invalid_token")
+}
+
+// TestBearerPassAndUnprotected: in pass mode a request without a token
+// goes through anonymously, and one with a bad token is refused (the client
+// asserted credentials that are not good). Outside the block's matcher a
+// good token identifies the client and a bad one is ignored, as a bad
+// cookie is; either way the client cannot choose its identity.
+func TestBearerPassAndUnprotected(t *testing.T) {
+	hx := bearerHarness(t, func(h *Handler) { h.BearerOnly, h.Pass = true, true })
+	res := hx.serve("GET", "/", nil)
+	if !res.next || placeholderOf(res, "http.auth.user.id") != "" {
+		t.Fatal("pass mode without a token should go through anonymously")
+	}
+	mustPass(t, hx.serve("GET", "/", nil, bearer(hx.idp.accessToken(nil))), "user-1")
+	mustBearerFail(t, hx.serve("GET", "/", nil, bearer("x.y.z")), 401, "invalid_token")
+
+	hx = bearerHarness(t, func(h *Handler) {
+		h.BearerOnly = true
+		h.ProtectRaw = caddyhttp.RawMatcherSets{{"path": json.RawMessage(`["/api/*"]`)}}
+	})
+	mustBearerFail(t, hx.serve("GET", "/api/x", nil), 401, "")
+	res = hx.serve("GET", "/public", nil, bearer("x.y.z"))
+	if !res.next || res.err != nil || placeholderOf(res, "http.auth.user.id") != "" || placeholderOf(res, "http.auth.logto.access_token") != "" {
+		t.Fatalf("outside the matcher a bad token should go through anonymously (err %v)", res.err)
+	}
+	res = hx.serve("GET", "/public", nil, bearer(hx.idp.accessToken(nil)))
+	if !res.next || placeholderOf(res, "http.auth.user.id") != "user-1" {
+		t.Fatal("outside the matcher a good token should identify the client")
+	}
+}
+
+func TestBearerCredentials(t *testing.T) {
+	for _, tc := range []struct {
+		header []string
+		query  string
+		kind   credKind
+	}{
+		{nil, "", credNone},
+		{[]string{"Basic YTpi"}, "", credNone},
+		{[]string{"Bearer abc.def.ghi"}, "", credToken},
+		{[]string{"bearer abc"}, "", credToken},
+		{[]string{"Bearer abc=="}, "", credToken},
+		{[]string{"Bearer  abc "}, "", credToken},
+		{[]string{"Bearer"}, "", credMalformed},
+		{[]string{"Bearer a b"}, "", credMalformed},
+		{[]string{"Bearer a=b"}, "", credMalformed},
+		{[]string{"Bearer a", "Bearer a"}, "", credMalformed},
+		{[]string{"Basic YTpi", "Bearer a"}, "", credMalformed},
+		{nil, "access_token=abc", credMalformed},
+		{nil, "x=access_token", credNone},
+		{[]string{"Bearer a"}, "access_token=a", credMalformed},
+	} {
+		r, _, _ := newRequest("GET", "/?"+tc.query, nil)
+		for _, h := range tc.header {
+			r.Header.Add("Authorization", h)
+		}
+		if got := bearerCredentials(r); got.kind != tc.kind {
+			t.Errorf("%q ?%s: kind %d, want %d", tc.header, tc.query, got.kind, tc.kind)
+		}
+	}
+}
