@@ -370,12 +370,7 @@ func (bc *bearerCache) put(key uint64, t *bearerToken, now int64) {
 				delete(bc.m, k)
 			}
 		}
-		for k := range bc.m {
-			if len(bc.m) < bc.max-bc.max/10 {
-				break
-			}
-			delete(bc.m, k)
-		}
+		makeRoom(bc.m, bc.max)
 	}
 	bc.m[key] = t
 }

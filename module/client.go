@@ -138,17 +138,8 @@ func (uc *userCache) get(cookie string) *user {
 
 func (uc *userCache) put(cookie string, u *user) {
 	uc.mu.Lock()
-	if len(uc.m) >= uc.max {
-		// Drop an arbitrary tenth; map iteration order is random enough
-		// and a dropped entry only costs one decode.
-		n := uc.max / 10
-		for k := range uc.m {
-			delete(uc.m, k)
-			if n--; n <= 0 {
-				break
-			}
-		}
-	}
+	// A dropped entry only costs one decode.
+	makeRoom(uc.m, uc.max)
 	uc.m[cookie] = u
 	uc.mu.Unlock()
 }
@@ -161,4 +152,20 @@ func (uc *userCache) forgetSession(id string) {
 		}
 	}
 	uc.mu.Unlock()
+}
+
+// makeRoom drops an arbitrary tenth of a bounded cache that is full. Map
+// iteration order is random enough, and the caches it serves only hold what
+// can be had again at the cost of one decode or signature check. The
+// caller holds the cache's lock.
+func makeRoom[K comparable, V any](m map[K]V, max int) {
+	if len(m) < max {
+		return
+	}
+	for k := range m {
+		if len(m) < max-max/10 {
+			return
+		}
+		delete(m, k)
+	}
 }

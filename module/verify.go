@@ -49,17 +49,9 @@ func (v *verifiedTokens) has(raw string) bool {
 func (v *verifiedTokens) add(raw string) {
 	sum := sha256.Sum256([]byte(raw))
 	v.mu.Lock()
-	if len(v.m) >= v.max {
-		// Drop an arbitrary tenth; a dropped token costs one signature
-		// check when next seen (or, during an outage, a sign-in).
-		n := v.max / 10
-		for k := range v.m {
-			delete(v.m, k)
-			if n--; n <= 0 {
-				break
-			}
-		}
-	}
+	// A dropped token costs one signature check when next seen (or,
+	// during an outage, a sign-in).
+	makeRoom(v.m, v.max)
 	v.m[sum] = struct{}{}
 	v.mu.Unlock()
 }
