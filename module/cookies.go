@@ -362,10 +362,27 @@ func ownsCookie(n, base string) bool {
 }
 
 // stripLine returns line without the cookies whose name has prefix, the
-// others joined by "; ".
+// others joined by "; ". The first pass measures what is kept, so the only
+// allocation is the size of the result, not of the line (which holds a
+// session cookie of a kilobyte or more).
 func stripLine(line string, match func(string) bool) string {
+	size, kept := 0, 0
+	for rest := line; rest != ""; {
+		var part string
+		part, rest, _ = strings.Cut(rest, ";")
+		if part = trimCookieSpace(part); part == "" {
+			continue
+		}
+		if n, _, _ := parseCookiePair(part); !match(n) {
+			size += len(part)
+			kept++
+		}
+	}
+	if kept == 0 {
+		return ""
+	}
 	var b strings.Builder
-	b.Grow(len(line))
+	b.Grow(size + 2*(kept-1))
 	for line != "" {
 		var part string
 		part, line, _ = strings.Cut(line, ";")
