@@ -48,7 +48,7 @@ build_caddy() {
 	if [ -x "$root/.ci/bin/caddy" ]; then
 		log "building Caddy with the module (.ci/bin/caddy; seconds when little changed)"
 	else
-		log "building Caddy with the module into .ci/bin/caddy: the first time, Go compiles Caddy and its dependencies (about 3 minutes on 2 cores; later builds take seconds)"
+		log "building Caddy with the module into .ci/bin/caddy: the first time, Go compiles Caddy and its dependencies (a few minutes on 2 cores; later builds take seconds)"
 	fi
 	local start=$SECONDS
 	(cd "$root" && go build -o .ci/bin/caddy ./examples/caddy) &
