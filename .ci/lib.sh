@@ -57,12 +57,29 @@ need_redis() {
 	fi
 }
 
-# build_caddy builds Caddy with the module into .ci/bin/caddy.
+# build_caddy builds Caddy with the module into .ci/bin/caddy. The first
+# build compiles Caddy and all its dependencies, which takes minutes on a
+# small machine, so it says so, and says it is still at it now and then.
 build_caddy() {
 	local root; root=$(repo_root)
 	mkdir -p "$root/.ci/bin"
-	log "building Caddy with the module (.ci/bin/caddy)"
-	(cd "$root" && go build -o .ci/bin/caddy ./examples/caddy)
+	if [ -x "$root/.ci/bin/caddy" ]; then
+		log "building Caddy with the module (.ci/bin/caddy; seconds when little changed)"
+	else
+		log "building Caddy with the module into .ci/bin/caddy: the first time, Go compiles Caddy and its dependencies (a few minutes on 2 cores; later builds take seconds)"
+	fi
+	local start=$SECONDS
+	(cd "$root" && go build -o .ci/bin/caddy ./examples/caddy) &
+	local pid=$! next=$((SECONDS + 30))
+	while kill -0 "$pid" 2>/dev/null; do
+		if [ $SECONDS -ge $next ]; then
+			log "still compiling ($((SECONDS - start)) s so far)"
+			next=$((SECONDS + 30))
+		fi
+		sleep 1
+	done
+	wait "$pid"
+	if [ $((SECONDS - start)) -ge 10 ]; then log "built in $((SECONDS - start)) s"; fi
 }
 
 # wait_http waits until a URL answers 200, up to $2 seconds.

@@ -139,8 +139,9 @@ func isB64Token(s string) bool {
 
 // gateBearer is the gate for a request of a bearer block that carries a
 // token (or any request of a bearer_only block). No session is read and no
-// cookie is set; failures follow RFC 6750.
-func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, st *requestState, first bool, repl *caddy.Replacer, cred bearerCred) error {
+// cookie is set; failures follow RFC 6750. Like admit, it reports whether
+// the request goes on, and otherwise the error.
+func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, st *requestState, first bool, repl *caddy.Replacer, cred bearerCred) (bool, error) {
 	if first {
 		repl.Map(st.placeholder)
 	}
@@ -149,7 +150,7 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, next caddyh
 	if len(h.protect) > 0 {
 		var err error
 		if protected, err = h.protect.AnyMatchWithError(r); err != nil {
-			return caddyhttp.Error(http.StatusInternalServerError, err)
+			return false, caddyhttp.Error(http.StatusInternalServerError, err)
 		}
 	}
 	// Where nothing is required (outside the matcher), a token is used when
@@ -157,32 +158,32 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, next caddyh
 	switch {
 	case cred.kind == credNone:
 		if h.Pass || !protected {
-			return next.ServeHTTP(w, r)
+			return true, nil
 		}
-		return bearerFail(w, http.StatusUnauthorized, "", "", "")
+		return false, bearerFail(w, http.StatusUnauthorized, "", "", "")
 	case cred.kind == credMalformed:
 		if !protected {
-			return next.ServeHTTP(w, r)
+			return true, nil
 		}
 		h.logger.Debug("bearer request rejected", zap.String("reason", cred.reason))
-		return bearerFail(w, http.StatusBadRequest, "invalid_request", cred.reason, "")
+		return false, bearerFail(w, http.StatusBadRequest, "invalid_request", cred.reason, "")
 	}
 
 	tok, err := h.client.verifyBearer(r.Context(), cred.token, h.acceptsAudience)
 	if err != nil {
 		if !protected {
-			return next.ServeHTTP(w, r)
+			return true, nil
 		}
 		if errors.Is(err, errUnavailable) {
 			h.logger.Error("cannot verify an access token: Logto's keys are unavailable", errField(err))
-			return caddyhttp.Error(http.StatusBadGateway, err)
+			return false, caddyhttp.Error(http.StatusBadGateway, err)
 		}
 		h.logger.Debug("access token rejected", errField(err))
-		return bearerFail(w, http.StatusUnauthorized, "invalid_token", rejectionText(err), "")
+		return false, bearerFail(w, http.StatusUnauthorized, "invalid_token", rejectionText(err), "")
 	}
 	if protected {
 		if err := h.authorizeBearer(w, repl, tok); err != nil {
-			return err
+			return false, err
 		}
 	}
 	st.bearer, st.user, st.client = tok, nil, nil
@@ -193,13 +194,8 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, next caddyh
 		repl.Set("http.auth.logto.access_token", tok.raw)
 		repl.Set("http.auth.logto.organization_id", tok.org)
 	}
-	for _, f := range h.headerUp {
-		if v := repl.ReplaceAll(f.value, ""); v != "" {
-			r.Header.Set(f.name, v)
-			st.headers.add(f.name)
-		}
-	}
-	return next.ServeHTTP(w, r)
+	h.setHeaders(r, repl, st)
+	return true, nil
 }
 
 // acceptsAudience reports whether a token's audience is one the block

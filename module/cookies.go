@@ -79,31 +79,20 @@ type CookieOptions struct {
 // absent, or chunked with chunks missing, empty or too long.
 //
 // The single-chunk case returns a substring of the header and does not
-// allocate; the headers are scanned once whatever their size.
+// allocate; the headers are scanned once whatever their size. It runs on
+// every request, deep in Caddy's middleware chain, so it keeps a small
+// stack frame and leaves chunks to readChunks: a frame that pushes the
+// request's goroutine past its stack size costs a stack copy, again after
+// every GC cycle that shrinks the stack.
 func readCookie(h http.Header, name string) (value string, ok bool) {
-	var (
-		first  string
-		found  bool
-		chunks [maxChunks]string
-		have   uint
-	)
+	var first string
+	found := false
 	for _, line := range h["Cookie"] {
-		for line != "" {
+		for line != "" && !found {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
-			n, v, eq := parseCookiePair(part)
-			if !eq {
-				continue
-			}
-			if n == name {
-				if !found {
-					first, found = v, true
-				}
-				continue
-			}
-			if i := chunkIndex(n, name); i > 0 && have&(1<<i) == 0 {
-				chunks[i] = v
-				have |= 1 << i
+			if n, v, eq := parseCookiePair(part); eq && n == name {
+				first, found = v, true
 			}
 		}
 	}
@@ -117,9 +106,34 @@ func readCookie(h http.Header, name string) (value string, ok bool) {
 	if count < 1 || count > maxChunks {
 		return "", false
 	}
-	first = first[2:]
 	if count == 1 {
-		return first, true
+		return first[2:], true
+	}
+	return readChunks(h, name, first[2:], count)
+}
+
+// readChunks reassembles a cookie split into count chunks, first being the
+// part the cookie itself holds. The first occurrence of each chunk wins.
+//
+//go:noinline
+func readChunks(h http.Header, name, first string, count int) (string, bool) {
+	var (
+		chunks [maxChunks]string
+		have   uint
+	)
+	for _, line := range h["Cookie"] {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			n, v, eq := parseCookiePair(part)
+			if !eq {
+				continue
+			}
+			if i := chunkIndex(n, name); i > 0 && have&(1<<i) == 0 {
+				chunks[i] = v
+				have |= 1 << i
+			}
+		}
 	}
 	size := len(first)
 	for i := 1; i < count; i++ {
@@ -362,10 +376,27 @@ func ownsCookie(n, base string) bool {
 }
 
 // stripLine returns line without the cookies whose name has prefix, the
-// others joined by "; ".
+// others joined by "; ". The first pass measures what is kept, so the only
+// allocation is the size of the result, not of the line (which holds a
+// session cookie of a kilobyte or more).
 func stripLine(line string, match func(string) bool) string {
+	size, kept := 0, 0
+	for rest := line; rest != ""; {
+		var part string
+		part, rest, _ = strings.Cut(rest, ";")
+		if part = trimCookieSpace(part); part == "" {
+			continue
+		}
+		if n, _, _ := parseCookiePair(part); !match(n) {
+			size += len(part)
+			kept++
+		}
+	}
+	if kept == 0 {
+		return ""
+	}
 	var b strings.Builder
-	b.Grow(len(line))
+	b.Grow(size + 2*(kept-1))
 	for line != "" {
 		var part string
 		part, line, _ = strings.Cut(line, ";")

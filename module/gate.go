@@ -1,6 +1,7 @@
 package logto
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -68,7 +69,23 @@ func isLoopback(hostport string) bool {
 // gate lets a request through when it carries a valid session (and the
 // session meets the rules), and otherwise sends it to sign in or answers
 // 401.
+//
+// Its own frame stays small: it is on the stack while everything after it
+// (a file server, a proxy) runs, and a deeper stack than the goroutine has
+// costs a stack copy, again after every GC cycle that shrinks the stack.
 func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if ok, err := h.admit(w, r); !ok {
+		return err
+	}
+	return next.ServeHTTP(privateIfCookie(w), r)
+}
+
+// admit does the gate's work: it reports whether the request goes on to
+// the next handler, and otherwise the error to return (nil when it has
+// answered the request itself).
+//
+//go:noinline
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 	st, first := requestStateOf(r)
 	if !first {
 		// An earlier logto handler removed the module's cookies; this one
@@ -87,7 +104,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	// session is read, so it never gets a cookie or a redirect.
 	if len(h.Bearer) > 0 {
 		if cred := bearerCredentials(r); cred.kind != credNone || h.BearerOnly {
-			return h.gateBearer(w, r, next, st, first, repl, cred)
+			return h.gateBearer(w, r, st, first, repl, cred)
 		}
 	}
 	// An earlier logto handler of the same application may have found the
@@ -106,7 +123,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	if len(h.protect) > 0 {
 		var err error
 		if protected, err = h.protect.AnyMatchWithError(r); err != nil {
-			return caddyhttp.Error(http.StatusInternalServerError, err)
+			return false, caddyhttp.Error(http.StatusInternalServerError, err)
 		}
 	}
 	if reused && protected && !h.withinLimits(u) {
@@ -116,40 +133,61 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	}
 	if u == nil {
 		if h.Pass || !protected {
-			return next.ServeHTTP(privateIfCookie(w), r)
+			return true, nil
 		}
-		return h.signInFirst(w, r, cs, st.cookies)
+		return false, h.signInFirst(w, r, cs, st.cookies)
 	}
 	if protected && h.stepUp && !h.needs.coveredBy(u) {
-		return h.stepUpFirst(w, r, cs, u, st.cookies, h.needs.missingFrom(u))
+		return false, h.stepUpFirst(w, r, cs, u, st.cookies, h.needs.missingFrom(u))
 	}
 
 	if protected && h.needsRequestAuth() {
-		ra, err := h.authorize(w, r, repl, cs, u, st.cookies)
-		if errors.Is(err, errResponded) {
-			return nil
-		}
-		if err != nil {
-			markPrivate(w.Header()) // a refresh may have set the cookie
-			return err
-		}
-		st.user = ra.u // a refresh may have replaced it
-		// Set, not mapped: a later, more specific logto handler's token
-		// replaces this one's.
-		if ra.token != "" {
-			repl.Set("http.auth.logto.access_token", ra.token)
-		}
-		if ra.org != "" {
-			repl.Set("http.auth.logto.organization_id", ra.org)
+		if ok, err := h.authorizeRequest(w, r, repl, cs, st, u); !ok {
+			return false, err
 		}
 	}
+	if len(h.headerUp) > 0 {
+		h.setHeaders(r, repl, st)
+	}
+	return true, nil
+}
+
+// authorizeRequest applies the block's rules and tokens to a signed-in
+// user, as admit does: whether the request goes on, or the error. Apart
+// from admit, which runs on every request, to keep its stack frame small.
+//
+//go:noinline
+func (h *Handler) authorizeRequest(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, cs *cookieSet, st *requestState, u *user) (bool, error) {
+	ra, err := h.authorize(w, r, repl, cs, u, st.cookies)
+	if errors.Is(err, errResponded) {
+		return false, nil
+	}
+	if err != nil {
+		markPrivate(w.Header()) // a refresh may have set the cookie
+		return false, err
+	}
+	st.user = ra.u // a refresh may have replaced it
+	// Set, not mapped: a later, more specific logto handler's token
+	// replaces this one's.
+	if ra.token != "" {
+		repl.Set("http.auth.logto.access_token", ra.token)
+	}
+	if ra.org != "" {
+		repl.Set("http.auth.logto.organization_id", ra.org)
+	}
+	return true, nil
+}
+
+// setHeaders sets the configured identity headers for what follows.
+//
+//go:noinline
+func (h *Handler) setHeaders(r *http.Request, repl *caddy.Replacer, st *requestState) {
 	for _, f := range h.headerUp {
 		if v := repl.ReplaceAll(f.value, ""); v != "" {
 			r.Header.Set(f.name, v)
 			st.headers.add(f.name)
 		}
 	}
-	return next.ServeHTTP(privateIfCookie(w), r)
 }
 
 // idTokenHeader is the header Logto's Protected App forwards the ID token
@@ -290,19 +328,30 @@ func (h *Handler) currentUser(w http.ResponseWriter, r *http.Request, cs *cookie
 	// Activity is tracked for the strictest idle_timeout of the
 	// application's blocks, whichever block sees the request.
 	if idle := c.blocks.minIdle.Load(); idle > 0 && now-cur.s.Seen > max(idle/10, 1) {
-		s := cur.s
-		s.Idle = max(s.Idle, now-s.Seen)
-		s.Seen = now
-		if nu, err := newUser(s); err == nil {
-			nu.cookie = c.sessions.Seal(sessionAAD, nu.encode())
-			c.users.put(nu.cookie, nu)
-			cur = nu
-		}
+		cur = h.touch(cur, now)
 	}
 	if cur != u {
 		h.writeSession(w, r.Header, cs, cur)
 	}
 	return cur
+}
+
+// touch returns the session with its last activity set to now, sealed
+// anew (or u itself should that fail), for the idle timeout.
+//
+//go:noinline
+func (h *Handler) touch(u *user, now int64) *user {
+	c := h.client
+	s := u.s
+	s.Idle = max(s.Idle, now-s.Seen)
+	s.Seen = now
+	nu, err := newUser(s)
+	if err != nil {
+		return u
+	}
+	nu.cookie = c.sessions.Seal(sessionAAD, nu.encode())
+	c.users.put(nu.cookie, nu)
+	return nu
 }
 
 // readSession decodes the session cookie, from the cache when this cookie
@@ -312,10 +361,19 @@ func (h *Handler) readSession(r *http.Request, cs *cookieSet) *user {
 	if !ok || value == "" {
 		return nil
 	}
-	c := h.client
-	if u := c.users.get(value); u != nil {
+	if u := h.client.users.get(value); u != nil {
 		return u
 	}
+	return h.openSession(r.Context(), value)
+}
+
+// openSession decrypts and decodes a session cookie not seen before, and
+// caches the result. It is kept out of readSession, which runs on every
+// request, so that the hot path's stack frames stay small.
+//
+//go:noinline
+func (h *Handler) openSession(ctx context.Context, value string) *user {
+	c := h.client
 	plain, err := c.sessions.Open(sessionAAD, value)
 	if err != nil {
 		h.logger.Debug("session cookie rejected", zap.String("reason", "does not decrypt"))
@@ -326,7 +384,7 @@ func (h *Handler) readSession(r *http.Request, cs *cookieSet) *user {
 		h.logger.Debug("session cookie rejected", zap.String("reason", "malformed"))
 		return nil
 	}
-	if err := c.verifyStored(r.Context(), u.s.IDToken); err != nil {
+	if err := c.verifyStored(ctx, u.s.IDToken); err != nil {
 		h.logger.Warn("session cookie rejected: its ID token does not verify", errField(err))
 		return nil
 	}

@@ -82,15 +82,26 @@ func (l *liveSessions) get(id string, now int64) *liveSession {
 	ls := l.m[id]
 	l.mu.RUnlock()
 	if ls == nil {
-		l.mu.Lock()
-		if ls = l.m[id]; ls == nil {
-			if len(l.m) >= maxLiveSessions {
-				l.sweep(now)
-			}
-			ls = &liveSession{}
-			l.m[id] = ls
+		return l.add(id, now)
+	}
+	ls.used.Store(now)
+	return ls
+}
+
+// add is get's slow path, apart so that the hot path's stack frame stays
+// small.
+//
+//go:noinline
+func (l *liveSessions) add(id string, now int64) *liveSession {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ls := l.m[id]
+	if ls == nil {
+		if len(l.m) >= maxLiveSessions {
+			l.sweep(now)
 		}
-		l.mu.Unlock()
+		ls = &liveSession{}
+		l.m[id] = ls
 	}
 	ls.used.Store(now)
 	return ls
@@ -143,6 +154,14 @@ func (c *client) current(ctx context.Context, u *user) (*user, error) {
 	if !needsRefresh(u, now) {
 		return u, nil
 	}
+	return c.refresh(ctx, ls, u, now)
+}
+
+// refresh is current's slow path, apart so that the hot path's stack frame
+// stays small.
+//
+//go:noinline
+func (c *client) refresh(ctx context.Context, ls *liveSession, u *user, now int64) (*user, error) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if cur := ls.cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
