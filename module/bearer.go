@@ -83,9 +83,10 @@ type bearerCred struct {
 // is case-insensitive, RFC 7235). A token in the query string is refused
 // rather than ignored, since URLs end up in logs and the client should
 // learn so. Two Authorization headers, "Bearer" with no token or with
-// more than one, are malformed requests.
-func bearerCredentials(r *http.Request) bearerCred {
-	auth := r.Header["Authorization"]
+// more than one, are malformed requests. auth is the Authorization header
+// as the client sent it: another block of the application may set that
+// header for its upstream, and so strip the client's before this one runs.
+func bearerCredentials(auth []string, r *http.Request) bearerCred {
 	inQuery := strings.Contains(r.URL.RawQuery, "access_token") && r.URL.Query().Has("access_token")
 	if len(auth) == 0 {
 		if inQuery {
@@ -187,6 +188,10 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, st *request
 		}
 	}
 	st.bearer, st.user, st.client = tok, nil, nil
+	// The accepted token goes on as the client sent it, should another
+	// block of the application have stripped or set that header (this
+	// block's own header option may still set it).
+	r.Header["Authorization"] = st.auth
 	if !first {
 		// An earlier logto handler may have set these; the token's win.
 		// (The first handler's are served by the placeholder hook, which

@@ -362,7 +362,7 @@ func TestBearerCredentials(t *testing.T) {
 		for _, h := range tc.header {
 			r.Header.Add("Authorization", h)
 		}
-		if got := bearerCredentials(r); got.kind != tc.kind {
+		if got := bearerCredentials(r.Header["Authorization"], r); got.kind != tc.kind {
 			t.Errorf("%q ?%s: kind %d, want %d", tc.header, tc.query, got.kind, tc.kind)
 		}
 	}

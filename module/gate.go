@@ -103,7 +103,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 	// A request with an access token is judged on it alone, before any
 	// session is read, so it never gets a cookie or a redirect.
 	if len(h.Bearer) > 0 {
-		if cred := bearerCredentials(r); cred.kind != credNone || h.BearerOnly {
+		if cred := bearerCredentials(st.auth, r); cred.kind != credNone || h.BearerOnly {
 			return h.gateBearer(w, r, st, first, repl, cred)
 		}
 	}
@@ -199,6 +199,7 @@ var idTokenHeader = http.CanonicalHeaderKey("Logto-ID-Token")
 // /admin), and the first one removes the cookies the others need.
 type requestState struct {
 	cookies []string     // the Cookie header as the client sent it
+	auth    []string     // the Authorization header as the client sent it
 	client  *client      // the application user belongs to
 	user    *user        // the signed-in user, or nil
 	bearer  *bearerToken // the request's verified access token, or nil
@@ -243,7 +244,7 @@ func requestStateOf(r *http.Request) (st *requestState, first bool) {
 	if st, ok := caddyhttp.GetVar(r.Context(), stateVar).(*requestState); ok {
 		return st, false
 	}
-	st = &requestState{cookies: r.Header["Cookie"]}
+	st = &requestState{cookies: r.Header["Cookie"], auth: r.Header["Authorization"]}
 	caddyhttp.SetVar(r.Context(), stateVar, st)
 	return st, true
 }

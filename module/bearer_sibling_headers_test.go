@@ -1,0 +1,56 @@
+package logto
+
+import (
+	"net/http"
+	"testing"
+)
+
+// TestBearerSurvivesSiblingAuthorizationHeader stops one block's
+// `header Authorization "Bearer {http.auth.logto.access_token}"` from
+// locking every API client out of the application's bearer blocks: the
+// names a block sets are stripped from the client's request by every block
+// of the application, and the client's Authorization used to be deleted
+// before the bearer block read it, so every token request answered 401.
+// The bearer block judges the token the client sent, and where it accepts
+// it the upstream gets that Authorization header unchanged.
+func TestBearerSurvivesSiblingAuthorizationHeader(t *testing.T) {
+	idp := newFakeIdP(t)
+	// A browser section of the same application that forwards its route
+	// token to its upstream.
+	site := newHarness(t, idp, func(h *Handler) {
+		h.Pass = true
+		h.TokenResource = bearerAPI
+		h.Headers = map[string]string{"Authorization": "Bearer {http.auth.logto.access_token}"}
+	})
+	api := newHarness(t, idp, func(h *Handler) {
+		h.Bearer = []string{bearerAPI}
+		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}"}
+	})
+	tok := idp.accessToken(nil)
+	mustForward := func(what string, res *result) {
+		t.Helper()
+		mustPass(t, res, "user-1")
+		if got := res.nextReq.Header.Get("Authorization"); got != "Bearer "+tok {
+			t.Errorf("%s: the upstream got Authorization %.30q, want the client's token unchanged", what, got)
+		}
+		if got := res.nextReq.Header.Get("X-User-Id"); got != "user-1" {
+			t.Errorf("%s: X-User-Id = %q, want the token's sub", what, got)
+		}
+	}
+	mustForward("bearer block alone", api.serve(http.MethodGet, "/api/data", nil, bearer(tok)))
+	mustForward("behind the site block", serveStacked(t, site, api, "/api/data", newBrowser(), bearer(tok)))
+
+	// A token the bearer block refuses is not forwarded either, nor is
+	// another scheme the sibling's header name strips.
+	mustBearerFail(t, api.serve(http.MethodGet, "/api/data", nil, bearer("garbage")), http.StatusUnauthorized, "invalid_token")
+	res := serveStacked(t, site, newHarness(t, idp, func(h *Handler) {
+		h.Bearer = []string{bearerAPI}
+		h.Pass = true
+	}), "/page", newBrowser(), withHeader("Authorization", "Basic YTpi"))
+	if !res.next {
+		t.Fatalf("an anonymous request to a pass block did not go on: %v", res.err)
+	}
+	if got := res.nextReq.Header.Get("Authorization"); got != "" {
+		t.Errorf("a client's own Authorization %q reached the upstream of a block whose application sets that header", got)
+	}
+}
