@@ -214,13 +214,15 @@ func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, cs *cookieSet)
 
 // signOutSession ends a session at sign-out: here, on the logout list, and its
 // refresh token at Logto. Nothing is done for a session that already
-// ended.
+// ended for the whole application; one past only this block's own
+// idle_timeout or session_lifetime may still pass another block, and is
+// ended like any other.
 func (h *Handler) signOutSession(r *http.Request, u *user) {
 	c := h.client
 	if cur := c.live.get(u.s.ID, c.now().Unix()).cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
 		u = cur
 	}
-	if !h.sessionValid(u, c.now().Unix()) {
+	if c.sessionEnded(u, c.now().Unix()) {
 		c.live.forget(u.s.ID)
 		return
 	}

@@ -394,20 +394,25 @@ func (h *Handler) openSession(ctx context.Context, value string) *user {
 	return u
 }
 
-// sessionValid checks the session's lifetimes and the logout list.
+// sessionValid checks the session's lifetimes, this block's limits and
+// the logout list.
 func (h *Handler) sessionValid(u *user, now int64) bool {
+	return h.limitsHold(u, now) && !h.client.sessionEnded(u, now)
+}
+
+// sessionEnded reports whether a session has ended for every block of the
+// application: expired, revoked, or past its ID token without a refresh
+// token. A block's own idle_timeout and session_lifetime are not in it.
+func (c *client) sessionEnded(u *user, now int64) bool {
 	if now >= u.s.Expires {
-		return false
-	}
-	if !h.limitsHold(u, now) {
-		return false
+		return true
 	}
 	// Without a refresh token nothing can confirm with Logto that the user
 	// is still allowed in, so the session lasts as long as its ID token.
 	if u.s.Refresh == "" && u.idExp != 0 && now > u.idExp+int64(clockSkew/time.Second) {
-		return false
+		return true
 	}
-	return !h.client.revoked.has(u)
+	return c.revoked.has(u)
 }
 
 // writeSession sets the session cookie; req is the request's header, from
