@@ -130,6 +130,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 		// This block's own session_lifetime and idle_timeout: for what it
 		// protects, the user is not signed in.
 		u, st.user = nil, nil
+		dropIdentity(r, repl, st)
 	}
 	if u == nil {
 		if h.Pass || !protected {

@@ -3,6 +3,8 @@ package logto
 import (
 	"net/http"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // userFor returns the signed-in user as this block sees it. An earlier
@@ -37,4 +39,23 @@ func (h *Handler) limitsHold(u *user, now int64) bool {
 	// A session older than the configured lifetime allows (a stricter
 	// block, or the config shrank).
 	return now-u.s.Created/1000 <= int64(time.Duration(h.SessionLifetime)/time.Second)
+}
+
+// dropIdentity takes back what earlier logto handlers of the request set
+// for a user this block does not accept (its own limits lapsed): their
+// identity headers and the route token and organization placeholders, so
+// the upstream of a block that treats the request as anonymous is not told
+// who it is.
+//
+//go:noinline
+func dropIdentity(r *http.Request, repl *caddy.Replacer, st *requestState) {
+	for i := range st.headers.n {
+		r.Header.Del(st.headers.fixed[i])
+	}
+	for _, name := range st.headers.more {
+		r.Header.Del(name)
+	}
+	st.headers = nameSet{}
+	repl.Delete("http.auth.logto.access_token")
+	repl.Delete("http.auth.logto.organization_id")
 }

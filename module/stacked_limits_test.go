@@ -121,3 +121,52 @@ func TestIdleTrackedWhicheverBlockHasTheTimeout(t *testing.T) {
 	}
 	serveStacked(t, site, admin, "/admin/", b, fetchAPI()).mustHandlerError(t, http.StatusUnauthorized)
 }
+
+// TestStricterBlockDropsTheEarlierIdentity stops a session past a stricter
+// block's own limits from still naming the user to what that block
+// serves: behind a site block with `header X-User-Id {http.auth.user.id}`
+// and a token_resource, `logto /admin* { pass  idle_timeout 10m }` treats
+// a user idle for 15 minutes as anonymous, yet the upstream used to get the
+// site block's X-User-Id and {http.auth.logto.access_token}. Whatever the
+// earlier block set for that user goes when this block drops the user.
+func TestStricterBlockDropsTheEarlierIdentity(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.permissions[bearerAPI] = []string{"read:data"}
+	site := newHarness(t, idp, func(h *Handler) {
+		h.Pass = true
+		h.TokenResource = bearerAPI
+		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}", "X-Token": "{http.auth.logto.access_token}"}
+	})
+	admin := newHarness(t, idp, func(h *Handler) {
+		adminOnly(h)
+		h.Pass = true
+		h.IdleTimeout = caddy.Duration(10 * time.Minute)
+	})
+	b := newBrowser()
+	signInAt(t, site, b)
+	res := serveStacked(t, site, admin, "/admin/", b, fetchAPI())
+	mustPass(t, res, "user-1")
+	if res.nextReq.Header.Get("X-User-Id") != "user-1" || placeholderOf(res, "http.auth.logto.access_token") == "" {
+		t.Fatal("the site block set no identity for a signed-in user; the test tests nothing")
+	}
+
+	idp.clock.Advance(15 * time.Minute)
+	res = serveStacked(t, site, admin, "/admin/", b, fetchAPI())
+	mustPass(t, res, "")
+	for _, name := range []string{"X-User-Id", "X-Token"} {
+		if got := res.nextReq.Header.Get(name); got != "" {
+			t.Errorf("the upstream of a block that dropped the user got %s: %.20q", name, got)
+		}
+	}
+	for _, key := range []string{"http.auth.logto.access_token", "http.auth.logto.organization_id", "http.auth.logto.id_token"} {
+		if got := placeholderOf(res, key); got != "" {
+			t.Errorf("{%s} = %.20q for a user the block dropped", key, got)
+		}
+	}
+	// The site block still knows the user.
+	res = serveStacked(t, site, admin, "/", b, fetchAPI())
+	mustPass(t, res, "user-1")
+	if res.nextReq.Header.Get("X-User-Id") != "user-1" {
+		t.Error("the site block lost its identity header")
+	}
+}
