@@ -63,6 +63,9 @@ func (pw *privateWriter) ReadFrom(r io.Reader) (int64, error) {
 // forcePrivate keeps what Cache-Control says for the browser (max-age,
 // no-cache, ...) but takes away what lets a shared cache store it.
 func forcePrivate(h http.Header) {
+	if v := h["Cache-Control"]; len(v) == 1 && (v[0] == "no-store" || v[0] == "private") {
+		return // already what the loop below would make of it
+	}
 	var keep []string
 	private := false
 	for _, line := range h.Values("Cache-Control") {

@@ -75,6 +75,9 @@ func isLoopback(hostport string) bool {
 // costs a stack copy, again after every GC cycle that shrinks the stack.
 func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if ok, err := h.admit(w, r); !ok {
+		// Whatever the answer (a redirect, a 401 or 403, an error for
+		// handle_errors), the session cookie may have been set on the way.
+		markPrivate(w.Header())
 		return err
 	}
 	return next.ServeHTTP(privateIfCookie(w), r)
@@ -164,7 +167,6 @@ func (h *Handler) authorizeRequest(w http.ResponseWriter, r *http.Request, repl 
 		return false, nil
 	}
 	if err != nil {
-		markPrivate(w.Header()) // a refresh may have set the cookie
 		return false, err
 	}
 	st.user = ra.u // a refresh may have replaced it
