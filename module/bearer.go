@@ -187,6 +187,11 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, st *request
 			return false, err
 		}
 	}
+	if st.user != nil {
+		// An earlier block named the browser's session user; the token's
+		// identity replaces it, headers included.
+		dropIdentity(r, repl, st)
+	}
 	st.bearer, st.user, st.client = tok, nil, nil
 	// The accepted token goes on as the client sent it, should another
 	// block of the application have stripped or set that header (this

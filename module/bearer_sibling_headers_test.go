@@ -54,3 +54,32 @@ func TestBearerSurvivesSiblingAuthorizationHeader(t *testing.T) {
 		t.Errorf("a client's own Authorization %q reached the upstream of a block whose application sets that header", got)
 	}
 }
+
+// TestBearerBlockDropsTheCookieUsersIdentity stops two identities from
+// reaching one upstream: behind a site block that found the browser's
+// session and set `header X-User-Id {http.auth.user.id}`, a bearer block
+// that accepts a machine-to-machine token used to pass the request on with
+// the token's identity in its own headers and placeholders, and the
+// cookie user's X-User-Id beside them. The token's identity replaces the
+// session's, headers included.
+func TestBearerBlockDropsTheCookieUsersIdentity(t *testing.T) {
+	idp := newFakeIdP(t)
+	site := newHarness(t, idp, func(h *Handler) {
+		h.Pass = true
+		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}"}
+	})
+	api := newHarness(t, idp, func(h *Handler) {
+		h.Bearer = []string{bearerAPI}
+		h.Headers = map[string]string{"X-Client": "{http.auth.user.client_id}"}
+	})
+	b := newBrowser()
+	signInAt(t, site, b)
+	res := serveStacked(t, site, api, "/api/data", b, fetchAPI(), bearer(idp.m2mToken("read:data")))
+	mustPass(t, res, testM2MID)
+	if got := res.nextReq.Header.Get("X-Client"); got != testM2MID {
+		t.Errorf("X-Client = %q, want the token's client", got)
+	}
+	if got := res.nextReq.Header.Get("X-User-Id"); got != "" {
+		t.Errorf("the upstream of a token request got the browser session's X-User-Id %q", got)
+	}
+}
