@@ -198,6 +198,13 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 				return err
 			}
 			return errResponded
+		case errors.Is(infoErr, errNoAccessToken):
+			// The session can never read userinfo here: sign in again
+			// (which replaces it) rather than 502 for its whole life.
+			if err := h.signInFirst(w, r, cs, cookies); err != nil {
+				return err
+			}
+			return errResponded
 		case infoErr != nil:
 			return caddyhttp.Error(http.StatusBadGateway, infoErr)
 		}
