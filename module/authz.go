@@ -102,8 +102,13 @@ func (h *Handler) checkRule(r Rule) error {
 	switch r.Kind {
 	case "role", "claim":
 	case "scope":
-		if h.TokenResource == "" && h.Organization == "" && len(h.Bearer) == 0 {
-			return fmt.Errorf("logto: require scope needs token_resource, organization or bearer: permissions live in the route's access token")
+		// Browser users' permissions come from the route's token:
+		// token_resource, organization, or (derived by provisionBearer)
+		// the first bearer indicator, unless that is "organization",
+		// which names no organization to ask a token for.
+		apiBearer := len(h.Bearer) > 0 && h.Bearer[0] != organizationIndicator
+		if h.TokenResource == "" && h.Organization == "" && !apiBearer && !h.BearerOnly {
+			return fmt.Errorf("logto: require scope needs token_resource <indicator> or organization <id> (or bearer <indicator> with an API first, or bearer_only if only API clients come): permissions live in the route's access token, and without one no browser user could ever pass")
 		}
 	case "organization":
 		if len(r.Values) == 0 && h.Organization == "" {
@@ -189,6 +194,13 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 		case errors.Is(infoErr, errSessionEnded):
 			// Logto ended the session: sign in again, as for a route token.
 			h.clearSession(w, http.Header{"Cookie": cookies}, cs)
+			if err := h.signInFirst(w, r, cs, cookies); err != nil {
+				return err
+			}
+			return errResponded
+		case errors.Is(infoErr, errNoAccessToken):
+			// The session can never read userinfo here: sign in again
+			// (which replaces it) rather than 502 for its whole life.
 			if err := h.signInFirst(w, r, cs, cookies); err != nil {
 				return err
 			}

@@ -57,7 +57,10 @@ type client struct {
 	poolKey  string
 }
 
-func acquireClient(ctx caddy.Context, cfg clientConfig, poll time.Duration, logger *zap.Logger) (*client, error) {
+// acquireClient returns the client of cfg. A bearer_only block has no
+// sessions, so it attaches no storage: no logout list to follow, no keys to
+// save (a client shared with a cookie block gets them from that block).
+func acquireClient(ctx caddy.Context, cfg clientConfig, bearerOnly bool, poll time.Duration, logger *zap.Logger) (*client, error) {
 	val, _, err := clients.LoadOrNew(cfg.key(), func() (caddy.Destructor, error) {
 		return newClient(cfg, logger)
 	})
@@ -65,7 +68,9 @@ func acquireClient(ctx caddy.Context, cfg clientConfig, poll time.Duration, logg
 		return nil, err
 	}
 	c := val.(*client)
-	c.revoked.attach(ctx, cfg.appID, poll)
+	if !bearerOnly {
+		c.revoked.attach(ctx, cfg.appID, poll)
+	}
 	return c, nil
 }
 

@@ -303,7 +303,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		appSecret: appSecret,
 		secrets:   secrets,
 	}
-	c, err := acquireClient(ctx, cfg, time.Duration(h.RevocationPoll), h.logger)
+	c, err := acquireClient(ctx, cfg, h.BearerOnly, time.Duration(h.RevocationPoll), h.logger)
 	if err != nil {
 		return err
 	}

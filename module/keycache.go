@@ -3,6 +3,7 @@ package logto
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"sync"
 	"time"
 
@@ -24,7 +25,13 @@ type keyCache struct {
 	last [32]byte
 }
 
-func (c *client) keysKey() string { return c.revoked.storagePrefix() + "/jwks" }
+// keysKey names the saved keys per client (endpoint, app and cookie keys),
+// not only per app_id: clients of one app_id that seal with different keys
+// would otherwise overwrite each other's copy, which the other cannot open.
+func (c *client) keysKey() string {
+	sum := sha256.Sum256([]byte("jwks\x00" + c.poolKey))
+	return c.revoked.storagePrefix() + "/jwks/" + hex.EncodeToString(sum[:16])
+}
 
 // saveKeys keeps body (a JWKS document that parsed) in storage.
 func (c *client) saveKeys(body []byte) {

@@ -148,38 +148,47 @@ func (k *keySet) refetch(ctx context.Context, seen *jwks) (*jwks, error) {
 		}
 		return nil, nil
 	}
+	set, body, err := k.fetchLocked(ctx, seen)
+	// Saved after the fetch lock is released: a slow storage (Redis down,
+	// up to its timeout) must not hold up the callers waiting for keys.
+	if body != nil && k.saved != nil {
+		k.saved(body)
+	}
+	return set, err
+}
+
+// fetchLocked is refetch's part under the fetch lock; body is the fetched
+// document when the keys were replaced.
+func (k *keySet) fetchLocked(ctx context.Context, seen *jwks) (*jwks, []byte, error) {
 	k.fetching.Lock()
 	defer k.fetching.Unlock()
 	k.mu.Lock()
 	if k.keys != seen {
 		defer k.mu.Unlock()
-		return k.keys, nil // fetched meanwhile
+		return k.keys, nil, nil // fetched meanwhile
 	}
 	if !k.spend() {
 		defer k.mu.Unlock()
 		if k.keys == nil {
-			return nil, fmt.Errorf("%w: keys could not be fetched; retrying later", errUnavailable)
+			return nil, nil, fmt.Errorf("%w: keys could not be fetched; retrying later", errUnavailable)
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
 	k.mu.Unlock()
 
 	// Readers keep verifying with the keys at hand meanwhile.
 	body, err := fetchJWKS(ctx, k.http, k.url)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	set, err := parseJWKS(body)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	k.mu.Lock()
 	k.keys = set
 	k.mu.Unlock()
-	if k.saved != nil {
-		k.saved(body)
-	}
-	return set, nil
+	return set, body, nil
 }
 
 // has reports whether keys were fetched.

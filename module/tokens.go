@@ -352,49 +352,6 @@ func (ls *liveSession) token(key tokenKey, now int64) (accessToken, bool) {
 	return at, ok && now < at.renew
 }
 
-// userinfo returns the user's claims from Logto's userinfo endpoint, cached
-// for the session until its next refresh. It is used when a rule needs a
-// claim the ID token does not carry (a tenant without extended ID token
-// claims).
-func (c *client) userinfo(ctx context.Context, u *user) (map[string]any, *user, error) {
-	now := c.now().Unix()
-	ls := c.live.get(u.s.ID, now)
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	if cur := ls.cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
-		u = cur
-	}
-	if ls.info != nil && ls.infoGen == u.s.Gen {
-		return ls.info, u, nil
-	}
-	if c.now().Before(ls.retryAt) {
-		return nil, u, errBackoff
-	}
-	if (ls.access == "" || now >= ls.accessExp-tokenMargin) && u.s.Refresh != "" {
-		nu, _, err := c.redeem(ctx, ls, u, tokenKey{})
-		if err != nil {
-			if !errors.Is(err, errSessionEnded) {
-				ls.retryAt = c.now().Add(refreshRetry)
-			}
-			return nil, u, err
-		}
-		u = nu
-	}
-	if ls.access == "" {
-		return nil, u, errUnavailable
-	}
-	info, err := c.idp.userinfo(ctx, ls.access)
-	if err != nil {
-		ls.retryAt = c.now().Add(refreshRetry)
-		return nil, u, err
-	}
-	if sub, _ := info["sub"].(string); sub != u.sub {
-		return nil, u, errUnavailable
-	}
-	ls.info, ls.infoGen = info, u.s.Gen
-	return info, u, nil
-}
-
 // endSession forgets everything this instance holds about a session.
 func (c *client) endSession(id string) {
 	c.live.forget(id)

@@ -1,0 +1,73 @@
+package logto
+
+import (
+	"net/http"
+	"testing"
+	"time"
+)
+
+// rolesOnlyInUserinfo is a tenant without extended ID token claims: user-1's
+// roles (admin) come only from userinfo.
+func rolesOnlyInUserinfo(t *testing.T) *fakeIdP {
+	idp := newFakeIdP(t)
+	idp.mu.Lock()
+	idp.infoOnly["user-1"] = []string{"roles", "organizations", "organization_roles"}
+	idp.mu.Unlock()
+	return idp
+}
+
+var adminRule = []Rule{{Kind: "role", Values: []string{"admin"}}}
+
+// TestUserinfoWithoutRefreshTokenSignsInAgain: the access token for userinfo
+// lives only in the memory of the instance that signed the user in. A session
+// without a refresh token (prompt none) shown to another instance,
+// or to the same one after a restart, has no way to get one: it used to answer
+// 502 on every request that needed userinfo, for the whole session. It must
+// sign in again instead (a navigation is redirected, an API call gets 401).
+func TestUserinfoWithoutRefreshTokenSignsInAgain(t *testing.T) {
+	idp := rolesOnlyInUserinfo(t)
+	secret := randomString(32)
+	configure := func(h *Handler) {
+		h.CookieSecrets, h.Prompt, h.Require = []string{secret}, "none", adminRule
+	}
+	a := newHarness(t, idp, configure)
+	br := a.signedIn()
+	mustPass(t, a.serve(http.MethodGet, "/", br.clone(), fetchAPI()), "user-1")
+
+	other := newHarness(t, idp, configure)
+	other.h.client = freshClient(t, other.h)
+	other.serve(http.MethodGet, "/", br.clone(), fetchAPI()).mustHandlerError(t, http.StatusUnauthorized)
+	other.mustRedirectToAuth(t, other.serve(http.MethodGet, "/", br.clone(), navigation()))
+
+	// On the instance that signed in, once its access token has expired
+	// and the cached claims are gone.
+	a.clock.Advance(2 * time.Hour)
+	for _, ls := range a.h.client.live.m {
+		ls.info = nil
+	}
+	a.serve(http.MethodGet, "/", br.clone(), fetchAPI()).mustHandlerError(t, http.StatusUnauthorized)
+}
+
+// TestUserinfoAfterAdoptedRotation: another instance rotated the session's
+// refresh token (for a route's API token); this instance adopts that state
+// from storage, which brings no access token. A rule reading userinfo used to
+// answer 502 once before the next request recovered; it must redeem once more
+// and pass.
+func TestUserinfoAfterAdoptedRotation(t *testing.T) {
+	idp := rolesOnlyInUserinfo(t)
+	idp.rotate = true
+	secret := randomString(32)
+	a := newHarness(t, idp, func(h *Handler) {
+		h.CookieSecrets, h.Require, h.TokenResource = []string{secret}, adminRule, bearerAPI
+	})
+	b := newHarness(t, idp, func(h *Handler) { h.CookieSecrets, h.Require = []string{secret}, adminRule })
+	b.h.client = freshClient(t, b.h)
+
+	br := a.signedIn()
+	old := br.clone()
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1") // rotated for the API token
+	mustPass(t, b.serve(http.MethodGet, "/", old, fetchAPI()), "user-1")
+	if r := idp.tokenRefusals(); len(r) != 0 {
+		t.Fatalf("Logto refused (a rotated token presented again): %v", r)
+	}
+}
