@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -14,57 +12,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
-
-// sessionAAD binds sealed session values to their purpose, whatever the
-// cookie's name on the wire.
-const sessionAAD = "session"
-
-// cookieSet is the names and attributes of the module's cookies for one
-// kind of request (HTTPS or plain HTTP).
-type cookieSet struct {
-	prefix  string // every module cookie starts with it
-	session string
-	attempt string // prefix of the per-attempt sign-in cookies
-	opts    CookieOptions
-}
-
-type cookieJarNames struct{ secure, plain cookieSet }
-
-func newCookieNames(base string) cookieJarNames {
-	mk := func(prefix string, secure bool) cookieSet {
-		return cookieSet{
-			prefix:  prefix,
-			session: prefix,
-			attempt: prefix + "-signin-",
-			opts:    CookieOptions{Secure: secure, Path: "/", SameSite: http.SameSiteLaxMode},
-		}
-	}
-	return cookieJarNames{secure: mk("__Host-"+base, true), plain: mk(base, false)}
-}
-
-// forRequest picks the cookie set: "__Host-" cookies with the Secure
-// attribute on HTTPS and on localhost (which browsers treat as a secure
-// context), plain ones on plain HTTP elsewhere, where browsers would drop
-// Secure cookies.
-func (h *Handler) cookiesFor(r *http.Request) *cookieSet {
-	if r.TLS != nil || strings.HasPrefix(h.BaseURL, "https://") || isLoopback(r.Host) {
-		return &h.cookie.secure
-	}
-	return &h.cookie.plain
-}
-
-func isLoopback(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		host = hostport
-	}
-	host = strings.Trim(host, "[]")
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
 
 // gate lets a request through when it carries a valid session (and the
 // session meets the rules), and otherwise sends it to sign in or answers
@@ -191,87 +138,6 @@ func (h *Handler) setHeaders(r *http.Request, repl *caddy.Replacer, st *requestS
 			st.headers.add(f.name)
 		}
 	}
-}
-
-// idTokenHeader is the header Logto's Protected App forwards the ID token
-// in; a client's copy is always removed, configured or not.
-var idTokenHeader = http.CanonicalHeaderKey("Logto-ID-Token")
-
-// requestState is what the logto handlers of one request share: several
-// blocks may match a request (a site-wide pass block and a stricter one for
-// /admin), and the first one removes the cookies the others need.
-type requestState struct {
-	cookies []string     // the Cookie header as the client sent it
-	auth    []string     // the Authorization header as the client sent it
-	client  *client      // the application user belongs to
-	user    *user        // the signed-in user, or nil
-	bearer  *bearerToken // the request's verified access token, or nil
-	headers nameSet      // identity headers logto handlers set
-}
-
-// nameSet is a small set of header names that does not allocate for the
-// few a configuration sets.
-type nameSet struct {
-	fixed [4]string
-	n     int
-	more  []string
-}
-
-func (s *nameSet) has(name string) bool {
-	for i := range s.n {
-		if s.fixed[i] == name {
-			return true
-		}
-	}
-	return slices.Contains(s.more, name)
-}
-
-func (s *nameSet) add(name string) {
-	if s.has(name) {
-		return
-	}
-	if s.n < len(s.fixed) {
-		s.fixed[s.n] = name
-		s.n++
-		return
-	}
-	s.more = append(s.more, name)
-}
-
-// stateVar names the request variable holding the requestState.
-const stateVar = "logto.request"
-
-// requestStateOf returns the request's state, creating it (first is true)
-// for the first logto handler of the request.
-func requestStateOf(r *http.Request) (st *requestState, first bool) {
-	if st, ok := caddyhttp.GetVar(r.Context(), stateVar).(*requestState); ok {
-		return st, false
-	}
-	st = &requestState{cookies: r.Header["Cookie"], auth: r.Header["Authorization"]}
-	caddyhttp.SetVar(r.Context(), stateVar, st)
-	return st, true
-}
-
-// String keeps {http.vars.logto.request} from printing cookies or tokens.
-func (st *requestState) String() string { return "" }
-
-// placeholder serves {http.auth.user.*} and {http.auth.logto.*}. For a
-// request without a user they are empty, not unknown: respond and other
-// handlers that keep unknown placeholders would print "{http.auth.user.id}".
-func (st *requestState) placeholder(key string) (any, bool) {
-	if t := st.bearer; t != nil {
-		if v, ok := t.placeholder(key); ok {
-			return v, true
-		}
-	} else if u := st.user; u != nil {
-		if v, ok := u.placeholder(key); ok {
-			return v, true
-		}
-	}
-	if strings.HasPrefix(key, "http.auth.user.") || strings.HasPrefix(key, "http.auth.logto.") {
-		return "", true
-	}
-	return nil, false
 }
 
 // ownsCookie reports whether a cookie is one of the module's, under either
