@@ -239,37 +239,47 @@ func clearCookie(w http.Header, req http.Header, name string, o CookieOptions) {
 // It does not allocate when no cookie has the prefix. The header's slice is
 // replaced, not modified, since it may be shared with a copy of the header.
 func stripCookies(h http.Header, prefix string) {
-	stripMatching(h, func(n string) bool { return strings.HasPrefix(n, prefix) })
+	stripMatching(h, func(n string) bool { return strings.HasPrefix(n, prefix) }, nil)
 }
 
-func stripMatching(h http.Header, match func(string) bool) {
+// stripMatching is stripCookies for the cookies whose name match accepts.
+// Each line is scanned once when nothing is stripped or when what is kept
+// is a substring of it. buf, when not nil, holds the new header's only line
+// when the header has one (as HTTP/1.1 requests do, and HTTP/2 ones once
+// net/http has joined them), saving the slice's allocation on every
+// signed-in request; it must live as long as the request and must not be
+// handed out twice.
+func stripMatching(h http.Header, match func(string) bool, buf *[1]string) {
 	lines := h["Cookie"]
-	first := -1
 	for i, line := range lines {
-		if lineHasPrefixed(line, match) {
-			first = i
-			break
-		}
-	}
-	if first < 0 {
-		return
-	}
-	kept := make([]string, 0, len(lines))
-	kept = append(kept, lines[:first]...)
-	for _, line := range lines[first:] {
-		if !lineHasPrefixed(line, match) {
-			kept = append(kept, line)
+		stripped, changed := stripLine(line, match)
+		if !changed {
 			continue
 		}
-		if line = stripLine(line, match); line != "" {
-			kept = append(kept, line)
+		var kept []string
+		if len(lines) == 1 && buf != nil {
+			kept = buf[:0]
+		} else {
+			kept = make([]string, 0, len(lines))
+			kept = append(kept, lines[:i]...)
 		}
-	}
-	if len(kept) == 0 {
-		delete(h, "Cookie")
+		if stripped != "" {
+			kept = append(kept, stripped)
+		}
+		for _, line := range lines[i+1:] {
+			if s, changed := stripLine(line, match); !changed {
+				kept = append(kept, line)
+			} else if s != "" {
+				kept = append(kept, s)
+			}
+		}
+		if len(kept) == 0 {
+			delete(h, "Cookie")
+			return
+		}
+		h["Cookie"] = kept
 		return
 	}
-	h["Cookie"] = kept
 }
 
 // cookieNames returns the names of all cookies in the request with the given
@@ -350,19 +360,6 @@ func trimCookieSpace(s string) string {
 	return s
 }
 
-// lineHasPrefixed reports whether a Cookie line holds a cookie whose name
-// has prefix.
-func lineHasPrefixed(line string, match func(string) bool) bool {
-	for line != "" {
-		var part string
-		part, line, _ = strings.Cut(line, ";")
-		if n, _, _ := parseCookiePair(part); match(n) {
-			return true
-		}
-	}
-	return false
-}
-
 // ownsCookie reports whether the cookie named n is one of the module's
 // cookies of the given base name: the session itself, one of its chunks
 // (base.N) or a sign-in attempt (base-signin-...). An application's own
@@ -375,11 +372,64 @@ func ownsCookie(n, base string) bool {
 	return rest == "" || rest[0] == '.' || strings.HasPrefix(rest, "-signin-")
 }
 
-// stripLine returns line without the cookies whose name has prefix, the
-// others joined by "; ". The first pass measures what is kept, so the only
-// allocation is the size of the result, not of the line (which holds a
-// session cookie of a kilobyte or more).
-func stripLine(line string, match func(string) bool) string {
+// stripLine returns line without the cookies whose name match accepts, the
+// others joined by "; ", and whether any was removed (line itself is
+// returned when none was).
+//
+// One pass finds what is stripped and the span of what is kept. A browser
+// separates cookies with exactly "; ", and the module's cookies usually
+// sit at one end of the line (the session is set last), so what is kept is
+// then that span, a substring: no allocation, and no copy of a line that
+// holds a kilobyte of session. Only otherwise (cookies of ours between
+// others, odd spacing, empty parts) does joinKept build a new string.
+func stripLine(line string, match func(string) bool) (string, bool) {
+	changed := false
+	start, end := -1, -1 // the span from the first kept part to the last
+	tidy := true         // kept parts in the span are separated by exactly "; "
+	for off := 0; off < len(line); {
+		partEnd := strings.IndexByte(line[off:], ';')
+		if partEnd < 0 {
+			partEnd = len(line)
+		} else {
+			partEnd += off
+		}
+		s, e := off, partEnd
+		off = partEnd + 1
+		for s < e && line[s] <= ' ' {
+			s++
+		}
+		for e > s && line[e-1] <= ' ' {
+			e--
+		}
+		if s == e {
+			continue // empty parts are dropped; one inside the span untidies it
+		}
+		if n, _, _ := parseCookiePair(line[s:e]); match(n) {
+			changed = true
+			continue
+		}
+		if start < 0 {
+			start = s
+		} else if line[end:s] != "; " {
+			tidy = false // a stripped or empty part, or other spacing, between
+		}
+		end = e
+	}
+	switch {
+	case !changed:
+		return line, false
+	case start < 0:
+		return "", true
+	case tidy:
+		return line[start:end], true
+	}
+	return joinKept(line, match), true
+}
+
+// joinKept builds stripLine's result when it is not a substring of the
+// line. The first pass measures what is kept, so the only allocation is
+// the size of the result, not of the line.
+func joinKept(line string, match func(string) bool) string {
 	size, kept := 0, 0
 	for rest := line; rest != ""; {
 		var part string
@@ -392,11 +442,8 @@ func stripLine(line string, match func(string) bool) string {
 			kept++
 		}
 	}
-	if kept == 0 {
-		return ""
-	}
 	var b strings.Builder
-	b.Grow(size + 2*(kept-1))
+	b.Grow(size + 2*max(kept-1, 0))
 	for line != "" {
 		var part string
 		part, line, _ = strings.Cut(line, ";")

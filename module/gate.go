@@ -67,7 +67,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 	}
 	// Removed now, so no path on from here (an error for handle_errors,
 	// which may proxy, included) carries them.
-	h.stripModuleCookies(r)
+	stripMatching(r.Header, h.ownsCookie, st.lineBuf())
 
 	protected := true
 	if len(h.protect) > 0 {
@@ -164,7 +164,7 @@ func (h *Handler) signInFirst(w http.ResponseWriter, r *http.Request, cs *cookie
 // are ours, never forwarded to what follows (a file server, an upstream
 // app, handle_errors).
 func (h *Handler) stripModuleCookies(r *http.Request) {
-	stripMatching(r.Header, h.ownsCookie)
+	stripMatching(r.Header, h.ownsCookie, nil)
 }
 
 // errResponded tells the gate that a helper has written the response (a

@@ -22,6 +22,21 @@ type requestState struct {
 	user    *user        // the signed-in user, or nil
 	bearer  *bearerToken // the request's verified access token, or nil
 	headers nameSet      // identity headers logto handlers set
+
+	// line holds the stripped Cookie header's one line for the first
+	// logto handler that strips it (see stripMatching); lineTaken keeps a
+	// later one from rewriting a slice the request's header may still hold.
+	line      [1]string
+	lineTaken bool
+}
+
+// lineBuf hands out st.line once per request, and nil after.
+func (st *requestState) lineBuf() *[1]string {
+	if st.lineTaken {
+		return nil
+	}
+	st.lineTaken = true
+	return &st.line
 }
 
 // nameSet is a small set of header names that does not allocate for the
