@@ -72,13 +72,19 @@ func (s *nameSet) add(name string) {
 const stateVar = "logto.request"
 
 // requestStateOf returns the request's state, creating it (first is true)
-// for the first logto handler of the request.
+// for the first logto handler of the request. It reads and writes Caddy's
+// variables map itself, as GetVar and SetVar would, so that the request's
+// context chain (a dozen values deep under Caddy) is walked once, not
+// twice, on every request.
 func requestStateOf(r *http.Request) (st *requestState, first bool) {
-	if st, ok := caddyhttp.GetVar(r.Context(), stateVar).(*requestState); ok {
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if st, ok := vars[stateVar].(*requestState); ok {
 		return st, false
 	}
 	st = &requestState{cookies: r.Header["Cookie"], auth: r.Header["Authorization"]}
-	caddyhttp.SetVar(r.Context(), stateVar, st)
+	if vars != nil {
+		vars[stateVar] = st
+	}
 	return st, true
 }
 
