@@ -96,6 +96,12 @@ func readCookie(h http.Header, name string) (value string, ok bool) {
 			}
 		}
 	}
+	return cookieValue(h, name, first, found)
+}
+
+// cookieValue is readCookie's answer once the first cookie named name has
+// been found (or not): first itself, or the chunks it heads reassembled.
+func cookieValue(h http.Header, name, first string, found bool) (string, bool) {
 	if !found || len(first) > maxCookieValue {
 		return "", false
 	}
@@ -243,16 +249,47 @@ func stripCookies(h http.Header, prefix string) {
 }
 
 // stripMatching is stripCookies for the cookies whose name match accepts.
-// Each line is scanned once when nothing is stripped or when what is kept
-// is a substring of it. buf, when not nil, holds the new header's only line
-// when the header has one (as HTTP/1.1 requests do, and HTTP/2 ones once
-// net/http has joined them), saving the slice's allocation on every
-// signed-in request; it must live as long as the request and must not be
-// handed out twice.
+// buf is as for cookieScan.strip.
 func stripMatching(h http.Header, match func(string) bool, buf *[1]string) {
-	lines := h["Cookie"]
+	var sc cookieScan
+	if kept, changed := sc.strip(h["Cookie"], match, buf); changed {
+		setCookieLines(h, kept)
+	}
+}
+
+// setCookieLines replaces the request's Cookie lines, deleting the header
+// when none is left.
+func setCookieLines(h http.Header, lines []string) {
+	if len(lines) == 0 {
+		delete(h, "Cookie")
+		return
+	}
+	h["Cookie"] = lines
+}
+
+// cookieScan is one pass over a request's Cookie lines that finds what to
+// strip and, on the way, the first cookie named want (when want is set),
+// which is what readCookie would find: the gate reads the session cookie
+// and strips the module's cookies in a single pass. (match is a parameter,
+// not a field: the first value found goes on to the session cache, and a
+// field would take the match function to the heap with it.)
+type cookieScan struct {
+	want  string
+	first string // the first value of want, when found
+	found bool
+}
+
+// strip returns the lines without the cookies whose name match accepts,
+// and whether any was removed (lines itself is returned when none was).
+// Each line is scanned once when what is kept is a substring of it.
+//
+// buf, when not nil, holds the result's only line when there is one line
+// (as HTTP/1.1 requests have, and HTTP/2 ones once net/http has joined
+// them), saving the slice's allocation on every signed-in request; it must
+// live as long as the request and must not be handed out twice.
+func (sc *cookieScan) strip(lines []string, match func(string) bool, buf *[1]string) ([]string, bool) {
 	for i, line := range lines {
-		stripped, changed := stripLine(line, match)
+		stripped, changed := sc.line(line, match)
 		if !changed {
 			continue
 		}
@@ -267,19 +304,15 @@ func stripMatching(h http.Header, match func(string) bool, buf *[1]string) {
 			kept = append(kept, stripped)
 		}
 		for _, line := range lines[i+1:] {
-			if s, changed := stripLine(line, match); !changed {
+			if s, changed := sc.line(line, match); !changed {
 				kept = append(kept, line)
 			} else if s != "" {
 				kept = append(kept, s)
 			}
 		}
-		if len(kept) == 0 {
-			delete(h, "Cookie")
-			return
-		}
-		h["Cookie"] = kept
-		return
+		return kept, true
 	}
+	return lines, false
 }
 
 // cookieNames returns the names of all cookies in the request with the given
@@ -372,7 +405,7 @@ func ownsCookie(n, base string) bool {
 	return rest == "" || rest[0] == '.' || strings.HasPrefix(rest, "-signin-")
 }
 
-// stripLine returns line without the cookies whose name match accepts, the
+// line returns line without the cookies whose name match accepts, the
 // others joined by "; ", and whether any was removed (line itself is
 // returned when none was).
 //
@@ -382,7 +415,7 @@ func ownsCookie(n, base string) bool {
 // then that span, a substring: no allocation, and no copy of a line that
 // holds a kilobyte of session. Only otherwise (cookies of ours between
 // others, odd spacing, empty parts) does joinKept build a new string.
-func stripLine(line string, match func(string) bool) (string, bool) {
+func (sc *cookieScan) line(line string, match func(string) bool) (string, bool) {
 	changed := false
 	start, end := -1, -1 // the span from the first kept part to the last
 	tidy := true         // kept parts in the span are separated by exactly "; "
@@ -404,7 +437,11 @@ func stripLine(line string, match func(string) bool) (string, bool) {
 		if s == e {
 			continue // empty parts are dropped; one inside the span untidies it
 		}
-		if n, _, _ := parseCookiePair(line[s:e]); match(n) {
+		n, v, eq := parseCookiePair(line[s:e])
+		if eq && !sc.found && n == sc.want && sc.want != "" {
+			sc.first, sc.found = v, true
+		}
+		if match(n) {
 			changed = true
 			continue
 		}
@@ -426,7 +463,7 @@ func stripLine(line string, match func(string) bool) (string, bool) {
 	return joinKept(line, match), true
 }
 
-// joinKept builds stripLine's result when it is not a substring of the
+// joinKept builds cookieScan.line's result when it is not a substring of the
 // line. The first pass measures what is kept, so the only allocation is
 // the size of the result, not of the line.
 func joinKept(line string, match func(string) bool) string {
