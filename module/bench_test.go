@@ -33,12 +33,23 @@ func benchRequest(b *testing.B, cookie string) *http.Request {
 
 // benchContext is what Caddy gives each request: a fresh replacer and a
 // fresh map of request variables (reusing either would carry one
-// iteration's state, the signed-in user included, into the next).
+// iteration's state, the signed-in user included, into the next), shaped as
+// Caddy's PrepareRequest makes them: the replacer has its http.* provider
+// mapped and the variables hold the client IP and trusted-proxy flag, so
+// that whether the handler's own Map and SetVar grow them is as in Caddy.
 func benchContext(base *http.Request) *http.Request {
-	ctx := context.WithValue(base.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
-	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{})
+	repl := caddy.NewReplacer()
+	repl.Map(benchHTTPVars)
+	ctx := context.WithValue(base.Context(), caddy.ReplacerCtxKey, repl)
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{
+		caddyhttp.TrustedProxyVarKey: false,
+		caddyhttp.ClientIPVarKey:     "192.0.2.1",
+	})
 	return base.WithContext(ctx)
 }
+
+// benchHTTPVars stands for Caddy's {http.*} provider.
+func benchHTTPVars(string) (any, bool) { return nil, false }
 
 // serveBench runs the handler as Caddy does per request; the request's
 // Cookie header is restored first, since the handler strips our cookies

@@ -96,6 +96,12 @@ func readCookie(h http.Header, name string) (value string, ok bool) {
 			}
 		}
 	}
+	return cookieValue(h, name, first, found)
+}
+
+// cookieValue is readCookie's answer once the first cookie named name has
+// been found (or not): first itself, or the chunks it heads reassembled.
+func cookieValue(h http.Header, name, first string, found bool) (string, bool) {
 	if !found || len(first) > maxCookieValue {
 		return "", false
 	}
@@ -227,51 +233,6 @@ func clearCookie(w http.Header, req http.Header, name string, o CookieOptions) {
 	}
 }
 
-// stripCookies removes from the request every cookie whose name has the
-// given prefix (the module's session, its chunks, sign-in transaction
-// cookies), so they are never forwarded upstream. Other cookies are kept
-// byte-for-byte and in order; a Cookie line with nothing left is dropped,
-// and the header is deleted when no line is left.
-//
-// A part without '=' counts as a cookie named by the whole part: some
-// servers parse it that way, so it is stripped if it has the prefix.
-//
-// It does not allocate when no cookie has the prefix. The header's slice is
-// replaced, not modified, since it may be shared with a copy of the header.
-func stripCookies(h http.Header, prefix string) {
-	stripMatching(h, func(n string) bool { return strings.HasPrefix(n, prefix) })
-}
-
-func stripMatching(h http.Header, match func(string) bool) {
-	lines := h["Cookie"]
-	first := -1
-	for i, line := range lines {
-		if lineHasPrefixed(line, match) {
-			first = i
-			break
-		}
-	}
-	if first < 0 {
-		return
-	}
-	kept := make([]string, 0, len(lines))
-	kept = append(kept, lines[:first]...)
-	for _, line := range lines[first:] {
-		if !lineHasPrefixed(line, match) {
-			kept = append(kept, line)
-			continue
-		}
-		if line = stripLine(line, match); line != "" {
-			kept = append(kept, line)
-		}
-	}
-	if len(kept) == 0 {
-		delete(h, "Cookie")
-		return
-	}
-	h["Cookie"] = kept
-}
-
 // cookieNames returns the names of all cookies in the request with the given
 // prefix, each once, in the order they first appear (used to find sign-in
 // transaction cookies, one per attempt). It returns nil if there are none.
@@ -348,71 +309,6 @@ func trimCookieSpace(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
-}
-
-// lineHasPrefixed reports whether a Cookie line holds a cookie whose name
-// has prefix.
-func lineHasPrefixed(line string, match func(string) bool) bool {
-	for line != "" {
-		var part string
-		part, line, _ = strings.Cut(line, ";")
-		if n, _, _ := parseCookiePair(part); match(n) {
-			return true
-		}
-	}
-	return false
-}
-
-// ownsCookie reports whether the cookie named n is one of the module's
-// cookies of the given base name: the session itself, one of its chunks
-// (base.N) or a sign-in attempt (base-signin-...). An application's own
-// cookie that merely starts the same way (logto_theme) is not.
-func ownsCookie(n, base string) bool {
-	if !strings.HasPrefix(n, base) {
-		return false
-	}
-	rest := n[len(base):]
-	return rest == "" || rest[0] == '.' || strings.HasPrefix(rest, "-signin-")
-}
-
-// stripLine returns line without the cookies whose name has prefix, the
-// others joined by "; ". The first pass measures what is kept, so the only
-// allocation is the size of the result, not of the line (which holds a
-// session cookie of a kilobyte or more).
-func stripLine(line string, match func(string) bool) string {
-	size, kept := 0, 0
-	for rest := line; rest != ""; {
-		var part string
-		part, rest, _ = strings.Cut(rest, ";")
-		if part = trimCookieSpace(part); part == "" {
-			continue
-		}
-		if n, _, _ := parseCookiePair(part); !match(n) {
-			size += len(part)
-			kept++
-		}
-	}
-	if kept == 0 {
-		return ""
-	}
-	var b strings.Builder
-	b.Grow(size + 2*(kept-1))
-	for line != "" {
-		var part string
-		part, line, _ = strings.Cut(line, ";")
-		part = trimCookieSpace(part)
-		if part == "" {
-			continue
-		}
-		if n, _, _ := parseCookiePair(part); match(n) {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(part)
-	}
-	return b.String()
 }
 
 // chunkCount reports whether v starts with the "<digit>*" chunk marker and

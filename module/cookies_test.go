@@ -407,6 +407,12 @@ func TestStripCookies(t *testing.T) {
 		{"prefix elsewhere kept", []string{"x" + p + "=1; a=" + p + "_s"}, []string{"x" + p + "=1; a=" + p + "_s"}},
 		{"case differs kept", []string{"__host-logto_s=1"}, []string{"__host-logto_s=1"}},
 		{"empty line kept", []string{"", p + "_s=x"}, []string{""}},
+		{"ours last", []string{"a=1; b=2; " + p + "_s=x"}, []string{"a=1; b=2"}},
+		{"ours first", []string{p + "_s=x; a=1; b=2"}, []string{"a=1; b=2"}},
+		{"ours at both ends", []string{p + "_s=x; a=1; b=2; " + p + "_t=y"}, []string{"a=1; b=2"}},
+		{"tight separator rejoined", []string{"a=1;b=2; " + p + "_s=x"}, []string{"a=1; b=2"}},
+		{"wide separator rejoined", []string{"a=1;  b=2; " + p + "_s=x"}, []string{"a=1; b=2"}},
+		{"empty part inside rejoined", []string{"a=1; ; b=2; " + p + "_s=x"}, []string{"a=1; b=2"}},
 	} {
 		t.Run(tt.test, func(t *testing.T) {
 			h := http.Header{"Other": {"x"}}
@@ -489,6 +495,31 @@ func TestStripCookiesNoAlloc(t *testing.T) {
 		}
 		if !slices.Equal(h["Cookie"], before) {
 			t.Fatalf("header changed to %q", h["Cookie"])
+		}
+	}
+}
+
+// TestStripAtEitherEndAllocatesNothing: a signed-in browser's Cookie line
+// has the session at one end; what is kept is then a substring of the line,
+// and with the request's one-line buffer stripping allocates nothing.
+func TestStripAtEitherEndAllocatesNothing(t *testing.T) {
+	session := testSession + "=" + strings.Repeat("A", 1200)
+	match := func(n string) bool { return ownsCookie(n, testSession) }
+	for _, line := range []string{
+		session + "; theme=dark; _ga=GA1.2.3",
+		"theme=dark; _ga=GA1.2.3; " + session,
+		session + "; theme=dark; _ga=GA1.2.3; " + testSession + ".1=x",
+	} {
+		h := http.Header{}
+		var buf [1]string
+		if n := testing.AllocsPerRun(100, func() {
+			h["Cookie"] = []string{line}
+			stripMatching(h, match, &buf)
+		}); n != 1 { // the test's own []string{line}
+			t.Errorf("stripping %.30q...: %v allocations, want only the test's own", line, n)
+		}
+		if got := h["Cookie"]; len(got) != 1 || got[0] != "theme=dark; _ga=GA1.2.3" {
+			t.Fatalf("stripped %.30q... to %q", line, got)
 		}
 	}
 }
@@ -598,7 +629,7 @@ func TestStripKeepsApplicationCookies(t *testing.T) {
 		{"app", false},
 	} {
 		h := http.Header{"Cookie": {"keep=1; " + c.name + "=v"}}
-		stripMatching(h, func(n string) bool { return ownsCookie(n, "logto") })
+		stripMatching(h, func(n string) bool { return ownsCookie(n, "logto") }, nil)
 		got := strings.Join(h["Cookie"], "; ")
 		if stripped := !strings.Contains(got, c.name+"=v"); stripped != c.strip {
 			t.Errorf("%s: stripped=%v, want %v (Cookie %q)", c.name, stripped, c.strip, got)

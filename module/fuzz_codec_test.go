@@ -3,6 +3,7 @@ package logto
 import (
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -105,20 +106,36 @@ func FuzzStripCookies(f *testing.F) {
 	f.Add("a=1; __Host-logto_s=x; b=2", "", "__Host-logto")
 	f.Add(" ;\t__Host-logto ; x=\"y\";;", "__Host-logto_tx=1", "__Host-logto")
 	f.Add("p=1;p;pp=2", "q=1", "p")
+	f.Add("a=1; b=2; __Host-logto=x", "__Host-logto=x; a=1;b=2", "__Host-logto")
+	f.Add("a=1;  __Host-logto=x", "a=1; __Host-logto=x; b=2", "__Host-logto")
+	f.Add("__Host-logto ; __Host-logto=\"2*ab\"", "__Host-logto.1=cd; __Host-logto=z", "__Host-logto")
 	f.Fuzz(func(t *testing.T, line1, line2, prefix string) {
 		if prefix == "" {
 			return // strips everything by definition
 		}
 		in := []string{line1, line2}
 		h := cookieHeader(in...)
+		// The gate's scan reads the cookie named prefix as readCookie does,
+		// chunks included, in the pass that strips.
+		sc := cookieScan{want: prefix}
+		kept, _ := sc.strip(h["Cookie"], func(n string) bool { return strings.HasPrefix(n, prefix) }, nil)
+		gotV, gotOK := cookieValue(h, prefix, sc.first, sc.found)
+		if wantV, wantOK := readCookie(h, prefix); gotV != wantV || gotOK != wantOK {
+			t.Fatalf("scan read %q %v, readCookie %q %v", gotV, gotOK, wantV, wantOK)
+		}
 		stripCookies(h, prefix)
+		if !slices.Equal(kept, h["Cookie"]) {
+			t.Fatalf("scan kept %q, stripCookies %q", kept, h["Cookie"])
+		}
 		var want, got []string
 		for _, line := range in {
 			want = append(want, keptParts(line, prefix)...)
 		}
 		for _, line := range h["Cookie"] {
-			if lineHasPrefixed(line, func(n string) bool { return strings.HasPrefix(n, prefix) }) {
-				t.Fatalf("%q still holds a %q cookie", line, prefix)
+			for _, part := range strings.Split(line, ";") {
+				if n, _, _ := parseCookiePair(part); strings.HasPrefix(n, prefix) {
+					t.Fatalf("%q still holds a %q cookie", line, prefix)
+				}
 			}
 			got = append(got, keptParts(line, prefix)...)
 		}
@@ -133,6 +150,25 @@ func FuzzStripCookies(f *testing.F) {
 		}
 		if v, ok := h["Cookie"]; ok && len(v) == 0 {
 			t.Fatal("empty Cookie header left")
+		}
+		// Byte for byte what a plain split-and-join makes of each line,
+		// whether the scan answered with a substring or built a string.
+		var ref []string
+		for _, line := range in {
+			owned := false
+			for _, part := range strings.Split(line, ";") {
+				if n, _, _ := parseCookiePair(part); n != "" && strings.HasPrefix(n, prefix) {
+					owned = true
+				}
+			}
+			if !owned {
+				ref = append(ref, line)
+			} else if joined := strings.Join(keptParts(line, prefix), "; "); joined != "" {
+				ref = append(ref, joined)
+			}
+		}
+		if !slices.Equal(h["Cookie"], ref) {
+			t.Fatalf("stripped to %q, want %q", h["Cookie"], ref)
 		}
 	})
 }

@@ -57,9 +57,15 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 			return h.gateBearer(w, r, st, first, repl, cred)
 		}
 	}
+	// One pass over the Cookie header finds the session cookie and the
+	// module's cookies to strip. The header is changed only once the user
+	// is known: keeping the session alive (a refresh, the idle clock)
+	// expires stale chunks, which it learns of from the header.
+	sc := cookieScan{want: cs.session}
+	kept, strip := sc.strip(r.Header["Cookie"], h.ownsCookie, st.lineBuf())
 	// An earlier logto handler of the same application may have found the
 	// user already (a site-wide block and a stricter one for /admin).
-	u, reused := h.userFor(w, r, cs, st)
+	u, reused := h.userFor(w, r, cs, st, sc.first, sc.found)
 	if first {
 		// One provider per request, reading the state, so a later handler
 		// (or a refresh) that changes the user changes the placeholders.
@@ -67,7 +73,9 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 	}
 	// Removed now, so no path on from here (an error for handle_errors,
 	// which may proxy, included) carries them.
-	h.stripModuleCookies(r)
+	if strip {
+		setCookieLines(r.Header, kept)
+	}
 
 	protected := true
 	if len(h.protect) > 0 {
@@ -133,7 +141,7 @@ func (h *Handler) authorizeRequest(w http.ResponseWriter, r *http.Request, repl 
 //go:noinline
 func (h *Handler) setHeaders(r *http.Request, repl *caddy.Replacer, st *requestState) {
 	for _, f := range h.headerUp {
-		if v := repl.ReplaceAll(f.value, ""); v != "" {
+		if v := f.expand(repl); v != "" {
 			r.Header.Set(f.name, v)
 			st.headers.add(f.name)
 		}
@@ -164,7 +172,7 @@ func (h *Handler) signInFirst(w http.ResponseWriter, r *http.Request, cs *cookie
 // are ours, never forwarded to what follows (a file server, an upstream
 // app, handle_errors).
 func (h *Handler) stripModuleCookies(r *http.Request) {
-	stripMatching(r.Header, h.ownsCookie)
+	stripMatching(r.Header, h.ownsCookie, nil)
 }
 
 // errResponded tells the gate that a helper has written the response (a
@@ -180,7 +188,14 @@ const maxReturnURL = 2048
 // good. A cookie that is tampered with, truncated, expired, sealed with an
 // unknown key or revoked means "signed out", never an error.
 func (h *Handler) currentUser(w http.ResponseWriter, r *http.Request, cs *cookieSet) *user {
-	u := h.readSession(r, cs)
+	value, ok := readCookie(r.Header, cs.session)
+	return h.liveUser(w, r, cs, value, ok)
+}
+
+// liveUser is currentUser for the session cookie's value, already read
+// (ok is false without one).
+func (h *Handler) liveUser(w http.ResponseWriter, r *http.Request, cs *cookieSet, value string, ok bool) *user {
+	u := h.sessionOf(r.Context(), value, ok)
 	if u == nil {
 		return nil
 	}
@@ -228,13 +243,18 @@ func (h *Handler) touch(u *user, now int64) *user {
 // was seen before.
 func (h *Handler) readSession(r *http.Request, cs *cookieSet) *user {
 	value, ok := readCookie(r.Header, cs.session)
+	return h.sessionOf(r.Context(), value, ok)
+}
+
+// sessionOf is readSession for the cookie's value, already read.
+func (h *Handler) sessionOf(ctx context.Context, value string, ok bool) *user {
 	if !ok || value == "" {
 		return nil
 	}
 	if u := h.client.users.get(value); u != nil {
 		return u
 	}
-	return h.openSession(r.Context(), value)
+	return h.openSession(ctx, value)
 }
 
 // openSession decrypts and decodes a session cookie not seen before, and
@@ -366,6 +386,3 @@ func (u *user) placeholder(key string) (any, bool) {
 }
 
 func errField(err error) zap.Field { return zap.Error(err) }
-
-// headerField is a request header set for the handlers that follow.
-type headerField struct{ name, value string }

@@ -281,7 +281,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	for name, value := range h.Headers {
-		h.headerUp = append(h.headerUp, headerField{name: http.CanonicalHeaderKey(name), value: value})
+		h.headerUp = append(h.headerUp, newHeaderField(name, value))
 	}
 
 	if err := h.compileRules(); err != nil {

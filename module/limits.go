@@ -12,11 +12,16 @@ import (
 // site-wide block and a stricter one for /admin): then reused is true, and
 // the caller applies this block's own limits (withinLimits) where it
 // protects the request.
-func (h *Handler) userFor(w http.ResponseWriter, r *http.Request, cs *cookieSet, st *requestState) (u *user, reused bool) {
+//
+// first and found are what the gate's scan of the Cookie header found of
+// the session cookie: its first part, and whether there is one.
+func (h *Handler) userFor(w http.ResponseWriter, r *http.Request, cs *cookieSet, st *requestState, first string, found bool) (u *user, reused bool) {
 	if st.user != nil && st.client == h.client {
 		return st.user, true
 	}
-	if u = h.currentUser(w, r, cs); u != nil {
+	// Chunks, if any, are read from the header, not yet stripped.
+	value, ok := cookieValue(r.Header, cs.session, first, found)
+	if u = h.liveUser(w, r, cs, value, ok); u != nil {
 		st.client, st.user = h.client, u
 	}
 	return u, false

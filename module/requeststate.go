@@ -22,6 +22,21 @@ type requestState struct {
 	user    *user        // the signed-in user, or nil
 	bearer  *bearerToken // the request's verified access token, or nil
 	headers nameSet      // identity headers logto handlers set
+
+	// line holds the stripped Cookie header's one line for the first
+	// logto handler that strips it (see stripMatching); lineTaken keeps a
+	// later one from rewriting a slice the request's header may still hold.
+	line      [1]string
+	lineTaken bool
+}
+
+// lineBuf hands out st.line once per request, and nil after.
+func (st *requestState) lineBuf() *[1]string {
+	if st.lineTaken {
+		return nil
+	}
+	st.lineTaken = true
+	return &st.line
 }
 
 // nameSet is a small set of header names that does not allocate for the
@@ -57,13 +72,19 @@ func (s *nameSet) add(name string) {
 const stateVar = "logto.request"
 
 // requestStateOf returns the request's state, creating it (first is true)
-// for the first logto handler of the request.
+// for the first logto handler of the request. It reads and writes Caddy's
+// variables map itself, as GetVar and SetVar would, so that the request's
+// context chain (a dozen values deep under Caddy) is walked once, not
+// twice, on every request.
 func requestStateOf(r *http.Request) (st *requestState, first bool) {
-	if st, ok := caddyhttp.GetVar(r.Context(), stateVar).(*requestState); ok {
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if st, ok := vars[stateVar].(*requestState); ok {
 		return st, false
 	}
 	st = &requestState{cookies: r.Header["Cookie"], auth: r.Header["Authorization"]}
-	caddyhttp.SetVar(r.Context(), stateVar, st)
+	if vars != nil {
+		vars[stateVar] = st
+	}
 	return st, true
 }
 
