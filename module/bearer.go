@@ -147,12 +147,9 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, st *request
 		repl.Map(st.placeholder)
 	}
 	h.stripModuleCookies(r)
-	protected := true
-	if len(h.protect) > 0 {
-		var err error
-		if protected, err = h.protect.AnyMatchWithError(r); err != nil {
-			return false, caddyhttp.Error(http.StatusInternalServerError, err)
-		}
+	protected, err := h.protects(r)
+	if err != nil {
+		return false, err
 	}
 	// Where nothing is required (outside the matcher), a token is used when
 	// good and otherwise ignored, as a bad cookie means "signed out".

@@ -77,12 +77,9 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 		setCookieLines(r.Header, kept)
 	}
 
-	protected := true
-	if len(h.protect) > 0 {
-		var err error
-		if protected, err = h.protect.AnyMatchWithError(r); err != nil {
-			return false, caddyhttp.Error(http.StatusInternalServerError, err)
-		}
+	protected, err := h.protects(r)
+	if err != nil {
+		return false, err
 	}
 	if reused && protected && !h.withinLimits(u) {
 		// This block's own session_lifetime and idle_timeout: for what it
@@ -109,6 +106,19 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 		h.setHeaders(r, repl, st)
 	}
 	return true, nil
+}
+
+// protects reports whether the block's matcher selects r (every request,
+// without one): what it protects needs a user, the rest goes on anonymous.
+func (h *Handler) protects(r *http.Request) (bool, error) {
+	if len(h.protect) == 0 {
+		return true, nil
+	}
+	ok, err := h.protect.AnyMatchWithError(r)
+	if err != nil {
+		return false, caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	return ok, nil
 }
 
 // authorizeRequest applies the block's rules and tokens to a signed-in
