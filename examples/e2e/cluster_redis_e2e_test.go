@@ -187,7 +187,7 @@ func TestClusterOnRedis(t *testing.T) {
 
 // redisGlobals is i4Globals with Caddy's storage on Redis.
 func redisGlobals(addr string) string {
-	return fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tstorage e2e_redis {\n\t\taddress %s\n\t\tprefix caddy-e2e\n\t}\n}\n\n", addr)
+	return fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tdefault_bind 127.0.0.1\n\tstorage e2e_redis {\n\t\taddress %s\n\t\tprefix caddy-e2e\n\t}\n}\n\n", addr)
 }
 
 // cookieHeader turns Set-Cookie lines into a Cookie header.

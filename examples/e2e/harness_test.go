@@ -490,7 +490,7 @@ func newSite(t *testing.T, idp *devIdP) *site {
 // globalOptions keep several Caddys apart: no admin endpoint, storage in the
 // site's own directory, nothing autosaved.
 func (s *site) globalOptions(extra string) string {
-	return fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tstorage file_system %s\n%s}\n\n",
+	return fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tdefault_bind 127.0.0.1\n\tstorage file_system %s\n%s}\n\n",
 		filepath.Join(s.dir, "storage"), extra)
 }
 

@@ -110,7 +110,7 @@ type i4Caddy struct {
 // i4Globals keeps instances apart (no admin endpoint, nothing autosaved)
 // and puts Caddy's storage, where the module keeps its logout list, in dir.
 func i4Globals(storageDir, extra string) string {
-	return fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tstorage file_system %s\n%s}\n\n", storageDir, extra)
+	return fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tdefault_bind 127.0.0.1\n\tstorage file_system %s\n%s}\n\n", storageDir, extra)
 }
 
 // i4RunCaddy starts Caddy on port with caddyfile (global options included)
