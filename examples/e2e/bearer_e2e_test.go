@@ -17,6 +17,8 @@ import (
 	"testing"
 )
 
+// apiResource is the dev IdP's API resource (read:docs write:docs
+// delete:docs).
 const apiResource = "https://api.example.com"
 
 // machineApp is a machine-to-machine app of the dev IdP.
@@ -80,7 +82,7 @@ func (d *devIdP) m2mToken(t testing.TB, app machineApp, form url.Values) string 
 // code with PKCE and resource, the code exchanged with the same resource)
 // and returns the answer: a JWT access token for the resource, an ID
 // token and a refresh token.
-func userTokens(t *testing.T, idp *devIdP, app i4App, redirect, username, scope string) map[string]any {
+func userTokens(t *testing.T, idp *devIdP, app logtoApp, redirect, username, scope string) map[string]any {
 	t.Helper()
 	verifier := randomHex(32)
 	sum := sha256.Sum256([]byte(verifier))
@@ -145,13 +147,13 @@ func TestAPIClientsExample(t *testing.T) {
 	t.Parallel()
 	requireStack(t)
 	idp := startTestIdP(t, nil)
-	up := i4NewUpstream(t)
+	up := newRecordingUpstream(t)
 	port := freePort(t)
 	siteURL := fmt.Sprintf("http://localhost:%d", port)
 	redirect := siteURL + "/logto/sign-in-callback"
-	app := i4RegisterApp(t, idp, i4App{}, []string{redirect}, []string{siteURL + "/"}, "")
-	i4RunCaddy(t, "api-clients", port, i4Globals(t.TempDir(), "")+i4Example(t, "api-clients"),
-		i4Vars(idp, app, "SITE_ADDRESS", siteURL, "API_UPSTREAM", up.addr()))
+	app := registerApp(t, idp, logtoApp{}, []string{redirect}, []string{siteURL + "/"}, "")
+	runCaddy(t, "api-clients", port, caddyGlobals(t.TempDir(), "")+exampleCaddyfile(t, "api-clients"),
+		caddyVars(idp, app, "SITE_ADDRESS", siteURL, "API_UPSTREAM", up.addr()))
 	reporter, noRole := idp.machineApps(t)
 
 	// A machine-to-machine app whose role grants read:docs.
@@ -161,7 +163,7 @@ func TestAPIClientsExample(t *testing.T) {
 		t.Errorf("M2M token claims %v: want sub = client_id = %s, scope read:docs, aud %s", claims, reporter.ID, apiResource)
 	}
 	r := bearerReq(t, "GET", siteURL+"/api/docs", "Authorization", "Bearer "+m2m, "X-User-Id", "forged")
-	e := i4DecodeEcho(t, r)
+	e := decodeEcho(t, r)
 	if e.Header.Get("Authorization") != "Bearer "+m2m {
 		t.Error("the upstream did not get the client's Authorization header unchanged")
 	}
@@ -172,7 +174,7 @@ func TestAPIClientsExample(t *testing.T) {
 		t.Errorf("an API client got cookies: %q", r.Header.Values("Set-Cookie"))
 	}
 	// bearer in lower case is the same scheme (RFC 7235).
-	i4DecodeEcho(t, bearerReq(t, "GET", siteURL+"/api/docs", "Authorization", "bearer "+m2m))
+	decodeEcho(t, bearerReq(t, "GET", siteURL+"/api/docs", "Authorization", "bearer "+m2m))
 	mustChallenge(t, "M2M token without write:docs on /admin", bearerReq(t, "POST", siteURL+"/admin/x", "Authorization", "Bearer "+m2m), 403, "insufficient_scope")
 
 	// An app without a role: Logto issues a token with no scope claim.
@@ -192,11 +194,11 @@ func TestAPIClientsExample(t *testing.T) {
 	if c := jwtPayload(t, userTok); c["sub"] != idp.userID(t, "alice") || c["client_id"] != app.id || c["aud"] != apiResource {
 		t.Errorf("user token claims %v", c)
 	}
-	e = i4DecodeEcho(t, bearerReq(t, "GET", siteURL+"/api/docs", "Authorization", "Bearer "+userTok))
+	e = decodeEcho(t, bearerReq(t, "GET", siteURL+"/api/docs", "Authorization", "Bearer "+userTok))
 	if e.Header.Get("X-User-Id") != idp.userID(t, "alice") || e.Header.Get("X-Client-Id") != app.id {
 		t.Errorf("upstream X-User-Id %q X-Client-Id %q for alice's token", e.Header.Get("X-User-Id"), e.Header.Get("X-Client-Id"))
 	}
-	i4DecodeEcho(t, bearerReq(t, "DELETE", siteURL+"/admin/docs/1", "Authorization", "Bearer "+userTok))
+	decodeEcho(t, bearerReq(t, "DELETE", siteURL+"/admin/docs/1", "Authorization", "Bearer "+userTok))
 	carol := userTokens(t, idp, app, redirect, "carol", "read:docs")
 	if c := jwtPayload(t, carol["access_token"].(string)); c["scope"] != "" {
 		t.Errorf("carol's token scope = %v, want \"\" (present, empty)", c["scope"])
@@ -205,7 +207,7 @@ func TestAPIClientsExample(t *testing.T) {
 
 	// Tokens that are not a current access token for this API.
 	billing := idp.m2mToken(t, reporter, url.Values{"resource": {"https://billing.example.com"}})
-	orgTok := idp.m2mToken(t, reporter, url.Values{"organization_id": {idp.i4OrgID(t, "acme")}})
+	orgTok := idp.m2mToken(t, reporter, url.Values{"organization_id": {idp.orgID(t, "acme")}})
 	for _, tc := range []struct {
 		name   string
 		hdr    []string
@@ -240,7 +242,7 @@ func TestAPIClientsExample(t *testing.T) {
 	if jwtHeader(t, rotated)["kid"] == jwtHeader(t, m2m)["kid"] {
 		t.Fatal("the dev IdP did not rotate its signing key")
 	}
-	i4DecodeEcho(t, bearerReq(t, "GET", siteURL+"/api/docs", "Authorization", "Bearer "+rotated))
+	decodeEcho(t, bearerReq(t, "GET", siteURL+"/api/docs", "Authorization", "Bearer "+rotated))
 
 	// A browser on the same route: sign-in, then its session is enough.
 	before := up.count()
@@ -250,8 +252,8 @@ func TestAPIClientsExample(t *testing.T) {
 	if anon.StatusCode != 401 || !strings.Contains(www, "Logto realm") || !strings.Contains(www, `Bearer realm="logto"`) {
 		t.Errorf("anonymous fetch: %s %q, want 401 with both challenges", anon.Status, www)
 	}
-	i4SignIn(t, b, siteURL, idp.base, "/api/docs", "bob")
-	e = i4DecodeEcho(t, b.fetch(siteURL+"/api/docs"))
+	signInAs(t, b, siteURL, idp.base, "/api/docs", "bob")
+	e = decodeEcho(t, b.fetch(siteURL+"/api/docs"))
 	if e.Header.Get("X-User-Id") != idp.userID(t, "bob") {
 		t.Errorf("browser request: upstream X-User-Id %q, want bob", e.Header.Get("X-User-Id"))
 	}

@@ -26,9 +26,9 @@ import (
 
 // --- visitors ----------------------------------------------------------------------
 
-// i4DialLoopback resolves localhost and every *.localhost name to 127.0.0.1,
+// dialLoopback resolves localhost and every *.localhost name to 127.0.0.1,
 // as browsers do (RFC 6761), whatever the system resolver thinks.
-func i4DialLoopback(ctx context.Context, network, addr string) (net.Conn, error) {
+func dialLoopback(ctx context.Context, network, addr string) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err == nil && (host == "localhost" || strings.HasSuffix(host, ".localhost")) {
 		addr = net.JoinHostPort("127.0.0.1", port)
@@ -37,19 +37,19 @@ func i4DialLoopback(ctx context.Context, network, addr string) (net.Conn, error)
 	return d.DialContext(ctx, network, addr)
 }
 
-// i4Visitor is a visitor for one *.localhost host name. The harness's
+// loopbackVisitor is a visitor for one *.localhost host name. The harness's
 // jar keeps cookies per browser, not per host, so a test uses one visitor
 // per host to keep host-only cookies apart, as a browser would.
-func i4Visitor(t *testing.T) *visitor {
+func loopbackVisitor(t *testing.T) *visitor {
 	v := newVisitor(t)
-	v.hc.Transport = &http.Transport{DialContext: i4DialLoopback, MaxIdleConnsPerHost: 64}
+	v.hc.Transport = &http.Transport{DialContext: dialLoopback, MaxIdleConnsPerHost: 64}
 	return v
 }
 
-// i4SignIn navigates to siteURL+path, expects to be sent to the IdP, signs
+// signInAs navigates to siteURL+path, expects to be sent to the IdP, signs
 // in there as username and follows the callback; it returns the callback's
 // answer (whose Set-Cookie lines carry the new session).
-func i4SignIn(t *testing.T, v *visitor, siteURL, idpBase, path, username string) *response {
+func signInAs(t *testing.T, v *visitor, siteURL, idpBase, path, username string) *response {
 	t.Helper()
 	first := v.navigate(siteURL + path)
 	if !first.isRedirect() || !strings.HasPrefix(first.location(), idpBase+"/oidc/auth") {
@@ -66,22 +66,22 @@ func i4SignIn(t *testing.T, v *visitor, siteURL, idpBase, path, username string)
 	return r
 }
 
-// i4IsSessionCookie tells the session cookie and its chunks
+// isSessionCookie tells the session cookie and its chunks
 // (__Host-logto.1, ...) from the other cookies.
-func i4IsSessionCookie(name string) bool {
+func isSessionCookie(name string) bool {
 	rest, ok := strings.CutPrefix(name, sessionCookie)
 	return ok && (rest == "" || len(rest) == 2 && rest[0] == '.' && rest[1] >= '1' && rest[1] <= '9')
 }
 
-// i4SessionCookies is a snapshot of the session cookie and its chunks as a
+// sessionCookieHeader is a snapshot of the session cookie and its chunks as a
 // Cookie header value.
-func i4SessionCookies(t testing.TB, v *visitor) string {
+func sessionCookieHeader(t testing.TB, v *visitor) string {
 	t.Helper()
 	v.jar.mu.Lock()
 	defer v.jar.mu.Unlock()
 	var parts []string
 	for k, c := range v.jar.cookies {
-		if i4IsSessionCookie(k[0]) {
+		if isSessionCookie(k[0]) {
 			parts = append(parts, c.Name+"="+c.Value)
 		}
 	}
@@ -92,11 +92,11 @@ func i4SessionCookies(t testing.TB, v *visitor) string {
 	return strings.Join(parts, "; ")
 }
 
-// i4WithCookie sends a request with exactly the given Cookie header (no
+// requestWithCookie sends a request with exactly the given Cookie header (no
 // jar), as a client replaying a copied or stale cookie does.
-func i4WithCookie(t *testing.T, method, u, cookie string, hdr ...string) *response {
+func requestWithCookie(t *testing.T, method, u, cookie string, hdr ...string) *response {
 	t.Helper()
-	v := i4Visitor(t)
+	v := loopbackVisitor(t)
 	req, err := http.NewRequest(method, u, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -112,21 +112,21 @@ func i4WithCookie(t *testing.T, method, u, cookie string, hdr ...string) *respon
 	return v.do(req)
 }
 
-// i4SessionSetCookies are the Set-Cookie lines of an answer that set the
+// sessionSetCookies are the Set-Cookie lines of an answer that set the
 // session cookie or its chunks (not those that expire them).
-func i4SessionSetCookies(r *response) []string {
+func sessionSetCookies(r *response) []string {
 	var out []string
 	for _, line := range r.Header.Values("Set-Cookie") {
 		name, _, _ := strings.Cut(line, "=")
-		if i4IsSessionCookie(name) && !strings.Contains(strings.ToLower(line), "max-age=0") {
+		if isSessionCookie(name) && !strings.Contains(strings.ToLower(line), "max-age=0") {
 			out = append(out, line)
 		}
 	}
 	return out
 }
 
-// i4LongestSetCookie is the longest Set-Cookie line of an answer.
-func i4LongestSetCookie(r *response) int {
+// longestSetCookie is the longest Set-Cookie line of an answer.
+func longestSetCookie(r *response) int {
 	n := 0
 	for _, line := range r.Header.Values("Set-Cookie") {
 		n = max(n, len(line))
@@ -136,11 +136,11 @@ func i4LongestSetCookie(r *response) int {
 
 // --- logout tokens -----------------------------------------------------------------
 
-// i4LogoutCatcher is a back-channel logout URI of our own: it keeps every
+// logoutCatcher is a back-channel logout URI of our own: it keeps every
 // logout token the IdP sends and, when forward is set, passes it on to a
 // Caddy (so genuine tokens for that Caddy's application can be replayed
 // later) and answers with Caddy's status.
-type i4LogoutCatcher struct {
+type logoutCatcher struct {
 	srv     *httptest.Server
 	forward string
 	mu      sync.Mutex
@@ -148,8 +148,8 @@ type i4LogoutCatcher struct {
 	status  []int
 }
 
-func i4NewLogoutCatcher(t *testing.T, forward string) *i4LogoutCatcher {
-	c := &i4LogoutCatcher{forward: forward}
+func newLogoutCatcher(t *testing.T, forward string) *logoutCatcher {
+	c := &logoutCatcher{forward: forward}
 	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
 		tok := r.PostForm.Get("logout_token")
@@ -174,15 +174,15 @@ func i4NewLogoutCatcher(t *testing.T, forward string) *i4LogoutCatcher {
 	return c
 }
 
-func (c *i4LogoutCatcher) received() ([]string, []int) {
+func (c *logoutCatcher) received() ([]string, []int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.tokens), slices.Clone(c.status)
 }
 
-// i4ForgedLogoutToken is a logout token with every claim right, signed by a
+// forgedLogoutToken is a logout token with every claim right, signed by a
 // key of our own (ES384, an unknown kid).
-func i4ForgedLogoutToken(t testing.TB, claims map[string]any) string {
+func forgedLogoutToken(t testing.TB, claims map[string]any) string {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	if err != nil {
@@ -204,8 +204,8 @@ func i4ForgedLogoutToken(t testing.TB, claims map[string]any) string {
 	return signing + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
 
-// i4LogoutClaims are the claims of a logout token for sub.
-func i4LogoutClaims(issuer, aud, sub string) map[string]any {
+// logoutClaims are the claims of a logout token for sub.
+func logoutClaims(issuer, aud, sub string) map[string]any {
 	return map[string]any{
 		"iss":    issuer,
 		"aud":    aud,
@@ -217,8 +217,8 @@ func i4LogoutClaims(issuer, aud, sub string) map[string]any {
 	}
 }
 
-// i4PostLogoutToken sends a logout token to a Caddy's back-channel endpoint.
-func i4PostLogoutToken(t testing.TB, siteURL, token string) int {
+// postLogoutToken sends a logout token to a Caddy's back-channel endpoint.
+func postLogoutToken(t testing.TB, siteURL, token string) int {
 	t.Helper()
 	resp, err := http.PostForm(siteURL+"/logto/backchannel-logout", url.Values{"logout_token": {token}})
 	if err != nil {
@@ -229,9 +229,9 @@ func i4PostLogoutToken(t testing.TB, siteURL, token string) int {
 	return resp.StatusCode
 }
 
-// i4Eventually polls cond every 100 ms until it holds or the time is up, and
+// eventually polls cond every 100 ms until it holds or the time is up, and
 // returns how long it took.
-func i4Eventually(t testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for {

@@ -53,17 +53,17 @@ func TestClusterOnRedis(t *testing.T) {
 		sites, callbacks = append(sites, u), append(callbacks, u+"/logto/sign-in-callback")
 	}
 	urlA, urlB, urlC := sites[0], sites[1], sites[2]
-	app := i4RegisterApp(t, idp, i4App{}, callbacks, nil, urlA+"/logto/backchannel-logout")
+	app := registerApp(t, idp, logtoApp{}, callbacks, nil, urlA+"/logto/backchannel-logout")
 	caddyfile := redisGlobals(rdb.Addr) + gatedCaddyfile("\t\tcookie_secret {env.COOKIE_SECRET}\n\t\trevocation_poll 1s")
 	secret := "cookie-" + randomHex(16)
-	run := func(name string, port int, siteURL string) *i4Caddy {
-		return runCaddyBinary(t, bin, name, port, caddyfile, i4Vars(idp, app, "SITE_ADDRESS", siteURL, "COOKIE_SECRET", secret))
+	run := func(name string, port int, siteURL string) *caddyInstance {
+		return runCaddyBinary(t, bin, name, port, caddyfile, caddyVars(idp, app, "SITE_ADDRESS", siteURL, "COOKIE_SECRET", secret))
 	}
 	run("A", ports[0], urlA)
 	run("B", ports[1], urlB)
 
 	status := func(siteURL, cookie string) int {
-		return i4WithCookie(t, http.MethodGet, siteURL+"/", cookie).StatusCode
+		return requestWithCookie(t, http.MethodGet, siteURL+"/", cookie).StatusCode
 	}
 	want := func(what string, code int, cookie string, siteURLs ...string) {
 		t.Helper()
@@ -76,20 +76,20 @@ func TestClusterOnRedis(t *testing.T) {
 	signIn := func(siteURL, username string) string {
 		t.Helper()
 		v := newVisitor(t)
-		i4SignIn(t, v, siteURL, idp.base, "/", username)
-		return i4SessionCookies(t, v)
+		signInAs(t, v, siteURL, idp.base, "/", username)
+		return sessionCookieHeader(t, v)
 	}
 	logout := func(username string) {
 		t.Helper()
 		idp.admin(t, http.MethodPost, "/__dev/logout?sub="+url.QueryEscape(idp.userID(t, username)), nil, nil)
 	}
-	s0 := idp.i4Stats(t)
+	s0 := idp.tokenStats(t)
 
 	// Back-channel logout received by A, honoured by B.
 	bob := signIn(urlA, "bob")
 	want("bob's session", http.StatusOK, bob, urlA, urlB)
 	logout("bob")
-	took := i4Eventually(t, 5*time.Second, "B ends bob's session", func() bool { return status(urlB, bob) == http.StatusUnauthorized })
+	took := eventually(t, 5*time.Second, "B ends bob's session", func() bool { return status(urlB, bob) == http.StatusUnauthorized })
 	t.Logf("back-channel logout delivered to A; B ended the session %v later (revocation_poll 1s)", took.Round(10*time.Millisecond))
 	if took > 2*time.Second {
 		t.Errorf("B took %v to honour the logout, want about revocation_poll (1 s)", took)
@@ -101,10 +101,10 @@ func TestClusterOnRedis(t *testing.T) {
 	alice := signIn(urlA, "alice")
 	signedIn := time.Now()
 	time.Sleep(time.Until(signedIn.Add(ttl*time.Second + 1500*time.Millisecond)))
-	before := idp.i4Stats(t)
-	r := i4WithCookie(t, http.MethodGet, urlA+"/", alice)
-	aliceNew := cookieHeader(i4SessionSetCookies(r))
-	afterA := idp.i4Stats(t)
+	before := idp.tokenStats(t)
+	r := requestWithCookie(t, http.MethodGet, urlA+"/", alice)
+	aliceNew := cookieHeader(sessionSetCookies(r))
+	afterA := idp.tokenStats(t)
 	if r.StatusCode != http.StatusOK || aliceNew == "" || afterA.RefreshTokenGrants-before.RefreshTokenGrants != 1 {
 		t.Fatalf("expired session on A: %s, new cookie %v, refresh grants %d; want 200, a new cookie, 1 refresh",
 			r.Status, aliceNew != "", afterA.RefreshTokenGrants-before.RefreshTokenGrants)
@@ -112,7 +112,7 @@ func TestClusterOnRedis(t *testing.T) {
 	time.Sleep(3500 * time.Millisecond) // past Logto's reuse grace for the old token
 	want("pre-rotation cookie after the grace", http.StatusOK, alice, urlB)
 	want("refreshed cookie", http.StatusOK, aliceNew, urlA, urlB)
-	afterB := idp.i4Stats(t)
+	afterB := idp.tokenStats(t)
 	t.Logf("refresh on A: 1 refresh grant; pre-rotation cookie on B %v later: 200 with %d more refresh grants and %d invalid_grant",
 		3500*time.Millisecond, afterB.RefreshTokenGrants-afterA.RefreshTokenGrants, afterB.InvalidGrants-before.InvalidGrants)
 	if afterB.RefreshTokenGrants != afterA.RefreshTokenGrants || afterB.InvalidGrants != before.InvalidGrants {
@@ -157,7 +157,7 @@ func TestClusterOnRedis(t *testing.T) {
 	outage := time.Since(down)
 	startRedis(t, rdb.Dir, addrPort(t, rdb.Addr))
 	back := time.Now()
-	took = i4Eventually(t, 10*time.Second, "B ends carol's session once Redis is back", func() bool { return status(urlB, carol) == http.StatusUnauthorized })
+	took = eventually(t, 10*time.Second, "B ends carol's session once Redis is back", func() bool { return status(urlB, carol) == http.StatusUnauthorized })
 	t.Logf("Redis down %v; the logout A received meanwhile reached B %v after Redis came back", outage.Round(100*time.Millisecond), took.Round(10*time.Millisecond))
 
 	// A new instance knows every logout and rotation made before the restart.
@@ -166,10 +166,10 @@ func TestClusterOnRedis(t *testing.T) {
 	// too, but only once their ID tokens expired, and at Logto's cost).
 	run("C", ports[2], urlC)
 	time.Sleep(1500 * time.Millisecond) // C's first read of the logout list
-	beforeC := idp.i4Stats(t)
+	beforeC := idp.tokenStats(t)
 	want("bob's session (logged out before the restart)", http.StatusUnauthorized, bob, urlC, urlA, urlB)
 	want("carol's session (logged out during the outage)", http.StatusUnauthorized, carol, urlC, urlA, urlB)
-	if afterC := idp.i4Stats(t); afterC.RefreshTokenGrants != beforeC.RefreshTokenGrants || afterC.InvalidGrants != beforeC.InvalidGrants {
+	if afterC := idp.tokenStats(t); afterC.RefreshTokenGrants != beforeC.RefreshTokenGrants || afterC.InvalidGrants != beforeC.InvalidGrants {
 		t.Errorf("C asked Logto about sessions on the logout list (%d refresh grants, %d invalid_grant): the list did not survive the restart",
 			afterC.RefreshTokenGrants-beforeC.RefreshTokenGrants, afterC.InvalidGrants-beforeC.InvalidGrants)
 	}
@@ -177,7 +177,7 @@ func TestClusterOnRedis(t *testing.T) {
 	// handoff A stored before the restart maps it to a live token.
 	want("alice's pre-rotation cookie", http.StatusOK, alice, urlC, urlA, urlB)
 	want("alice's session", http.StatusOK, aliceNew, urlC, urlA, urlB)
-	end := idp.i4Stats(t)
+	end := idp.tokenStats(t)
 	t.Logf("after the restart (+%v): IdP refresh grants %d in all, invalid_grant %d",
 		time.Since(back).Round(100*time.Millisecond), end.RefreshTokenGrants-s0.RefreshTokenGrants, end.InvalidGrants-s0.InvalidGrants)
 	if end.InvalidGrants != s0.InvalidGrants {
@@ -185,7 +185,7 @@ func TestClusterOnRedis(t *testing.T) {
 	}
 }
 
-// redisGlobals is i4Globals with Caddy's storage on Redis.
+// redisGlobals is caddyGlobals with Caddy's storage on Redis.
 func redisGlobals(addr string) string {
 	return fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tdefault_bind 127.0.0.1\n\tstorage e2e_redis {\n\t\taddress %s\n\t\tprefix caddy-e2e\n\t}\n}\n\n", addr)
 }
@@ -246,8 +246,8 @@ func caddyRedisBinary(t *testing.T) string {
 	return caddyRedis.path
 }
 
-// runCaddyBinary is i4RunCaddy with another Caddy binary.
-func runCaddyBinary(t *testing.T, bin, name string, port int, caddyfile string, vars map[string]string) *i4Caddy {
+// runCaddyBinary is runCaddy with another Caddy binary.
+func runCaddyBinary(t *testing.T, bin, name string, port int, caddyfile string, vars map[string]string) *caddyInstance {
 	t.Helper()
 	dir := t.TempDir()
 	home := filepath.Join(dir, "home")
@@ -272,7 +272,7 @@ func runCaddyBinary(t *testing.T, bin, name string, port int, caddyfile string, 
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
 			conn.Close()
-			return &i4Caddy{t: t, name: name, port: port, URL: fmt.Sprintf("http://localhost:%d", port), p: p}
+			return &caddyInstance{t: t, name: name, port: port, URL: fmt.Sprintf("http://localhost:%d", port), p: p}
 		}
 		if p.exited() || time.Now().After(deadline) {
 			p.stop()

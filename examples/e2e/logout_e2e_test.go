@@ -33,26 +33,26 @@ func TestBackchannelLogoutAcrossInstances(t *testing.T) {
 	idp := startTestIdP(t, nil)
 	portA, portB := freePort(t), freePort(t)
 	urlA, urlB := fmt.Sprintf("http://localhost:%d", portA), fmt.Sprintf("http://localhost:%d", portB)
-	relay := i4NewLogoutCatcher(t, urlA+"/logto/backchannel-logout")
-	a := i4RegisterApp(t, idp, i4App{},
+	relay := newLogoutCatcher(t, urlA+"/logto/backchannel-logout")
+	a := registerApp(t, idp, logtoApp{},
 		[]string{urlA + "/logto/sign-in-callback", urlB + "/logto/sign-in-callback"},
 		[]string{urlA + "/", urlB + "/"}, relay.srv.URL)
 	// Another application of the tenant whose back-channel URI is ours: the
 	// IdP signs its logout tokens with the real key, for its own audience.
-	other := i4NewLogoutCatcher(t, "")
+	other := newLogoutCatcher(t, "")
 	otherCallback := "http://localhost:1/callback"
-	otherApp := i4RegisterApp(t, idp, i4App{}, []string{otherCallback}, nil, other.srv.URL)
+	otherApp := registerApp(t, idp, logtoApp{}, []string{otherCallback}, nil, other.srv.URL)
 
 	storage := t.TempDir()
-	caddyfile := i4Globals(storage, "") + gatedCaddyfile("\t\tcookie_secret {env.COOKIE_SECRET}\n\t\trevocation_poll 1s")
+	caddyfile := caddyGlobals(storage, "") + gatedCaddyfile("\t\tcookie_secret {env.COOKIE_SECRET}\n\t\trevocation_poll 1s")
 	secret := "cookie-" + randomHex(16)
-	i4RunCaddy(t, "A", portA, caddyfile, i4Vars(idp, a, "SITE_ADDRESS", urlA, "COOKIE_SECRET", secret))
-	i4RunCaddy(t, "B", portB, caddyfile, i4Vars(idp, a, "SITE_ADDRESS", urlB, "COOKIE_SECRET", secret))
+	runCaddy(t, "A", portA, caddyfile, caddyVars(idp, a, "SITE_ADDRESS", urlA, "COOKIE_SECRET", secret))
+	runCaddy(t, "B", portB, caddyfile, caddyVars(idp, a, "SITE_ADDRESS", urlB, "COOKIE_SECRET", secret))
 	aliceID := idp.userID(t, "alice")
 	issuer := idp.base + "/oidc"
 
 	status := func(t *testing.T, siteURL, cookie string) int {
-		return i4WithCookie(t, http.MethodGet, siteURL+"/", cookie).StatusCode
+		return requestWithCookie(t, http.MethodGet, siteURL+"/", cookie).StatusCode
 	}
 	works := func(t *testing.T, what, cookie string) {
 		t.Helper()
@@ -65,14 +65,14 @@ func TestBackchannelLogoutAcrossInstances(t *testing.T) {
 	signIn := func(t *testing.T) string {
 		t.Helper()
 		v := newVisitor(t)
-		i4SignIn(t, v, urlA, idp.base, "/", "alice")
-		return i4SessionCookies(t, v)
+		signInAs(t, v, urlA, idp.base, "/", "alice")
+		return sessionCookieHeader(t, v)
 	}
 
 	// Sign in on A; the same cookie works on B.
 	v1 := newVisitor(t)
-	i4SignIn(t, v1, urlA, idp.base, "/", "alice")
-	s1 := i4SessionCookies(t, v1)
+	signInAs(t, v1, urlA, idp.base, "/", "alice")
+	s1 := sessionCookieHeader(t, v1)
 	works(t, "signed in on A, cookie copied to B", s1)
 
 	// The other application joins alice's session at the IdP, so the IdP
@@ -84,15 +84,15 @@ func TestBackchannelLogoutAcrossInstances(t *testing.T) {
 	v1.loginAtIdP(auth, otherCallback, "alice", "alice")
 
 	t.Run("forged and unsigned tokens", func(t *testing.T) {
-		forged := i4ForgedLogoutToken(t, i4LogoutClaims(issuer, a.id, aliceID))
-		claims, _ := json.Marshal(i4LogoutClaims(issuer, a.id, aliceID))
+		forged := forgedLogoutToken(t, logoutClaims(issuer, a.id, aliceID))
+		claims, _ := json.Marshal(logoutClaims(issuer, a.id, aliceID))
 		unsigned := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"logout+jwt"}`)) + "." +
 			base64.RawURLEncoding.EncodeToString(claims) + "."
 		for _, u := range []string{urlA, urlB} {
-			if s := i4PostLogoutToken(t, u, forged); s != http.StatusBadRequest {
+			if s := postLogoutToken(t, u, forged); s != http.StatusBadRequest {
 				t.Errorf("forged logout token (own key) to %s: %d, want 400", u, s)
 			}
-			if s := i4PostLogoutToken(t, u, unsigned); s != http.StatusBadRequest {
+			if s := postLogoutToken(t, u, unsigned); s != http.StatusBadRequest {
 				t.Errorf("unsigned logout token to %s: %d, want 400", u, s)
 			}
 		}
@@ -109,7 +109,7 @@ func TestBackchannelLogoutAcrossInstances(t *testing.T) {
 			} `json:"backchannel"`
 		}
 		idp.admin(t, http.MethodPost, "/__dev/logout?sub="+url.QueryEscape(aliceID), nil, &out)
-		took := i4Eventually(t, 5*time.Second, "A and B treat the session as signed out", func() bool {
+		took := eventually(t, 5*time.Second, "A and B treat the session as signed out", func() bool {
 			return status(t, urlA, s1) == http.StatusUnauthorized && status(t, urlB, s1) == http.StatusUnauthorized
 		})
 		t.Logf("back-channel logout sent to A; A and B signed the session out after %v; deliveries %+v", took.Round(10*time.Millisecond), out.Backchannel)
@@ -137,7 +137,7 @@ func TestBackchannelLogoutAcrossInstances(t *testing.T) {
 	works(t, "new sign-in after the logout", s2)
 
 	t.Run("genuine token replayed to the same instance", func(t *testing.T) {
-		if s := i4PostLogoutToken(t, urlA, genuine); s != http.StatusBadRequest {
+		if s := postLogoutToken(t, urlA, genuine); s != http.StatusBadRequest {
 			t.Errorf("replayed logout token to A: %d, want 400", s)
 		}
 		time.Sleep(1500 * time.Millisecond)
@@ -145,7 +145,7 @@ func TestBackchannelLogoutAcrossInstances(t *testing.T) {
 	})
 	t.Run("genuine token for another application", func(t *testing.T) {
 		for _, u := range []string{urlA, urlB} {
-			if s := i4PostLogoutToken(t, u, wrongAud); s != http.StatusBadRequest {
+			if s := postLogoutToken(t, u, wrongAud); s != http.StatusBadRequest {
 				t.Errorf("logout token for another audience to %s: %d, want 400", u, s)
 			}
 		}
@@ -156,7 +156,7 @@ func TestBackchannelLogoutAcrossInstances(t *testing.T) {
 		// B never received this token itself, but it shares A's storage:
 		// for the cluster it is a replay, and it must not end the session
 		// alice started after the logout.
-		if s := i4PostLogoutToken(t, urlB, genuine); s != http.StatusBadRequest {
+		if s := postLogoutToken(t, urlB, genuine); s != http.StatusBadRequest {
 			t.Errorf("logout token replayed to B (already used at A): %d, want 400", s)
 		}
 		time.Sleep(1500 * time.Millisecond)

@@ -22,9 +22,9 @@ import (
 func TestB2BExample(t *testing.T) {
 	t.Parallel()
 	requireStack(t)
-	idp, tokens := i4RecordedIdP(t, nil)
-	acme, globex, foreign := idp.i4OrgID(t, "acme"), idp.i4OrgID(t, "globex"), idp.i4OrgID(t, "org-01")
-	up := i4NewUpstream(t)
+	idp, tokens := recordedIdP(t, nil)
+	acme, globex, foreign := idp.orgID(t, "acme"), idp.orgID(t, "globex"), idp.orgID(t, "org-01")
+	up := newRecordingUpstream(t)
 	port := freePort(t)
 	host := func(org string) string { return fmt.Sprintf("http://%s.app.localhost:%d", org, port) }
 	// A second site on the same port takes the organization from a header
@@ -37,8 +37,8 @@ func TestB2BExample(t *testing.T) {
 	for _, s := range []string{host(acme), host(globex), host(foreign), headerSite, slugHost("acme"), slugHost("initech")} {
 		redirects = append(redirects, s+"/logto/sign-in-callback")
 	}
-	a := i4RegisterApp(t, idp, i4App{}, redirects, nil, "")
-	caddyfile := i4Globals(t.TempDir(), "") + i4Example(t, "b2b") + `
+	a := registerApp(t, idp, logtoApp{}, redirects, nil, "")
+	caddyfile := caddyGlobals(t.TempDir(), "") + exampleCaddyfile(t, "b2b") + `
 {$HEADER_SITE} {
 	logto {
 		endpoint {env.LOGTO_ENDPOINT}
@@ -66,7 +66,7 @@ func TestB2BExample(t *testing.T) {
 	}
 }
 `
-	i4RunCaddy(t, "b2b", port, caddyfile, i4Vars(idp, a,
+	runCaddy(t, "b2b", port, caddyfile, caddyVars(idp, a,
 		"SITE_ADDRESS", fmt.Sprintf("http://*.app.localhost:%d", port),
 		"HEADER_SITE", headerSite,
 		"SLUG_SITE", fmt.Sprintf("http://*.slug.localhost:%d", port),
@@ -81,8 +81,8 @@ func TestB2BExample(t *testing.T) {
 			t.Errorf("%s GET %s: %s, want 200\n%s", who, url, r.Status, tail(r.body, 300))
 			return
 		}
-		e := i4DecodeEcho(t, r)
-		if aud := i4Audience(jwtPayload(t, e.bearer())); !slices.Equal(aud, orgAud(org)) {
+		e := decodeEcho(t, r)
+		if aud := audienceOf(jwtPayload(t, e.bearer())); !slices.Equal(aud, orgAud(org)) {
 			t.Errorf("%s GET %s: upstream token aud %v, want %v", who, url, aud, orgAud(org))
 		}
 		if got := e.Header.Get("X-Organization-Id"); got != org {
@@ -97,13 +97,13 @@ func TestB2BExample(t *testing.T) {
 	}
 
 	t.Run("alice admin of acme", func(t *testing.T) {
-		v := i4Visitor(t)
+		v := loopbackVisitor(t)
 		r := v.navigate(host(acme) + "/")
 		if !r.isRedirect() || !strings.Contains(r.location(), "urn%3Alogto%3Ascope%3Aorganization_roles") ||
 			!strings.Contains(r.location(), "resource=urn%3Alogto%3Aresource%3Aorganizations") {
 			t.Errorf("sign-in from / does not ask for organization roles and the organizations resource: %s", r.location())
 		}
-		i4SignIn(t, v, host(acme), idp.base, "/", "alice")
+		signInAs(t, v, host(acme), idp.base, "/", "alice")
 		expectOrgToken("alice", v, host(acme)+"/", acme)
 		expectOrgToken("alice", v, host(acme)+"/admin", acme)
 		expectOrgToken("alice", v, host(acme)+"/admin/users", acme)
@@ -112,14 +112,14 @@ func TestB2BExample(t *testing.T) {
 		}
 	})
 	t.Run("alice member of globex", func(t *testing.T) {
-		v := i4Visitor(t)
-		i4SignIn(t, v, host(globex), idp.base, "/", "alice")
+		v := loopbackVisitor(t)
+		signInAs(t, v, host(globex), idp.base, "/", "alice")
 		expectOrgToken("alice", v, host(globex)+"/", globex)
 		expectStatus("alice (globex member)", v, host(globex)+"/admin", http.StatusForbidden)
 	})
 	t.Run("bob member of acme", func(t *testing.T) {
-		v := i4Visitor(t)
-		i4SignIn(t, v, host(acme), idp.base, "/", "bob")
+		v := loopbackVisitor(t)
+		signInAs(t, v, host(acme), idp.base, "/", "bob")
 		expectOrgToken("bob", v, host(acme)+"/", acme)
 		expectStatus("bob (acme member)", v, host(acme)+"/admin", http.StatusForbidden)
 		if r := v.navigate(host(acme) + "/admin"); r.StatusCode != http.StatusForbidden {
@@ -127,9 +127,9 @@ func TestB2BExample(t *testing.T) {
 		}
 	})
 	t.Run("carol no member", func(t *testing.T) {
-		v := i4Visitor(t)
+		v := loopbackVisitor(t)
 		before := tokens.matching("organization_id", acme)
-		i4SignIn(t, v, host(acme), idp.base, "/", "carol")
+		signInAs(t, v, host(acme), idp.base, "/", "carol")
 		expectStatus("carol (no organizations)", v, host(acme)+"/", http.StatusForbidden)
 		expectStatus("carol (no organizations)", v, host(acme)+"/admin", http.StatusForbidden)
 		if n := tokens.matching("organization_id", acme) - before; n != 0 {
@@ -137,14 +137,14 @@ func TestB2BExample(t *testing.T) {
 		}
 	})
 	t.Run("alice in an organization she is not in", func(t *testing.T) {
-		v := i4Visitor(t)
-		i4SignIn(t, v, host(foreign), idp.base, "/", "alice")
+		v := loopbackVisitor(t)
+		signInAs(t, v, host(foreign), idp.base, "/", "alice")
 		expectStatus("alice (not in org-01)", v, host(foreign)+"/", http.StatusForbidden)
 		expectStatus("alice (not in org-01)", v, host(foreign)+"/admin", http.StatusForbidden)
 	})
 	t.Run("organization injected by header", func(t *testing.T) {
-		v := i4Visitor(t)
-		i4SignIn(t, v, headerSite, idp.base, "/", "alice")
+		v := loopbackVisitor(t)
+		signInAs(t, v, headerSite, idp.base, "/", "alice")
 		for _, c := range []struct {
 			org  string
 			want int
@@ -162,7 +162,7 @@ func TestB2BExample(t *testing.T) {
 				continue
 			}
 			if c.want == http.StatusOK {
-				if aud := i4Audience(jwtPayload(t, i4DecodeEcho(t, r).bearer())); !slices.Equal(aud, orgAud(c.org)) {
+				if aud := audienceOf(jwtPayload(t, decodeEcho(t, r).bearer())); !slices.Equal(aud, orgAud(c.org)) {
 					t.Errorf("alice with X-Org %q: token aud %v", c.org, aud)
 				}
 			}
@@ -170,15 +170,15 @@ func TestB2BExample(t *testing.T) {
 	})
 
 	t.Run("friendly subdomains through map", func(t *testing.T) {
-		v := i4Visitor(t)
-		i4SignIn(t, v, slugHost("acme"), idp.base, "/", "alice")
+		v := loopbackVisitor(t)
+		signInAs(t, v, slugHost("acme"), idp.base, "/", "alice")
 		r := v.fetch(slugHost("acme") + "/")
-		if aud := i4Audience(jwtPayload(t, i4DecodeEcho(t, r).bearer())); !slices.Equal(aud, orgAud(acme)) {
+		if aud := audienceOf(jwtPayload(t, decodeEcho(t, r).bearer())); !slices.Equal(aud, orgAud(acme)) {
 			t.Errorf("alice at acme.slug.localhost: token aud %v, want %v", aud, orgAud(acme))
 		}
 		// An unmapped name is no organization.
-		w := i4Visitor(t)
-		i4SignIn(t, w, slugHost("initech"), idp.base, "/", "alice")
+		w := loopbackVisitor(t)
+		signInAs(t, w, slugHost("initech"), idp.base, "/", "alice")
 		expectStatus("alice at an unmapped subdomain", w, slugHost("initech")+"/", http.StatusForbidden)
 	})
 
@@ -187,7 +187,7 @@ func TestB2BExample(t *testing.T) {
 	if tokens.mentions(foreign) {
 		t.Errorf("Caddy sent the IdP a token request naming org-01 (%s), an organization the user is not in", foreign)
 	}
-	st := idp.i4Stats(t)
+	st := idp.tokenStats(t)
 	if st.OrganizationTokenGrants == 0 || st.InvalidGrants != 0 {
 		t.Errorf("IdP stats: %d organization token grants, %d invalid_grant; want some and none", st.OrganizationTokenGrants, st.InvalidGrants)
 	}
@@ -210,8 +210,8 @@ func TestCookieSizeManyOrganizations(t *testing.T) {
 	idp := env.idp
 	port := freePort(t)
 	siteURL := fmt.Sprintf("http://localhost:%d", port)
-	a := i4RegisterApp(t, idp, i4App{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
-	i4RunCaddy(t, "cookies", port, i4Globals(t.TempDir(), "")+`
+	a := registerApp(t, idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	runCaddy(t, "cookies", port, caddyGlobals(t.TempDir(), "")+`
 (common) {
 	endpoint {env.LOGTO_ENDPOINT}
 	app_id {env.LOGTO_APP_ID}
@@ -233,15 +233,15 @@ func TestCookieSizeManyOrganizations(t *testing.T) {
 		respond "orgs={http.auth.user.organizations}"
 	}
 }
-`, i4Vars(idp, a, "SITE_ADDRESS", siteURL))
+`, caddyVars(idp, a, "SITE_ADDRESS", siteURL))
 
 	for _, c := range []struct {
 		user string
 		orgs int
 	}{{"alice", 2}, {"many", 50}} {
 		v := newVisitor(t)
-		cb := i4SignIn(t, v, siteURL, idp.base, "/", c.user)
-		lines := i4SessionSetCookies(cb)
+		cb := signInAs(t, v, siteURL, idp.base, "/", c.user)
+		lines := sessionSetCookies(cb)
 		total := 0
 		for _, l := range lines {
 			name, rest, _ := strings.Cut(l, "=")
@@ -249,7 +249,7 @@ func TestCookieSizeManyOrganizations(t *testing.T) {
 			total += len(name) + 1 + len(value)
 		}
 		t.Logf("%s (%d organizations): session cookie %d bytes in %d cookie(s); longest Set-Cookie line %d bytes",
-			c.user, c.orgs, total, len(lines), i4LongestSetCookie(cb))
+			c.user, c.orgs, total, len(lines), longestSetCookie(cb))
 		for _, l := range cb.Header.Values("Set-Cookie") {
 			if len(l) > 4096 {
 				name, _, _ := strings.Cut(l, "=")
@@ -270,7 +270,7 @@ func TestCookieSizeManyOrganizations(t *testing.T) {
 			}
 			// An organization token for the 37th organization, through the
 			// chunked session.
-			org := idp.i4OrgID(t, "org-37")
+			org := idp.orgID(t, "org-37")
 			r := v.fetch(siteURL+"/org/x", "X-Org", org)
 			if r.StatusCode != http.StatusOK || !strings.HasPrefix(r.body, "org="+org+" token=ey") {
 				t.Errorf("many, organization token for org-37: %s %q", r.Status, tail(r.body, 120))
@@ -289,8 +289,8 @@ func TestTwoBlocksMatchOneRequest(t *testing.T) {
 	idp := env.idp
 	port := freePort(t)
 	siteURL := fmt.Sprintf("http://localhost:%d", port)
-	a := i4RegisterApp(t, idp, i4App{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
-	i4RunCaddy(t, "two-blocks", port, i4Globals(t.TempDir(), "")+`
+	a := registerApp(t, idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	runCaddy(t, "two-blocks", port, caddyGlobals(t.TempDir(), "")+`
 (common) {
 	endpoint {env.LOGTO_ENDPOINT}
 	app_id {env.LOGTO_APP_ID}
@@ -307,10 +307,10 @@ func TestTwoBlocksMatchOneRequest(t *testing.T) {
 	}
 	respond "user={http.auth.user.id}"
 }
-`, i4Vars(idp, a, "SITE_ADDRESS", siteURL))
+`, caddyVars(idp, a, "SITE_ADDRESS", siteURL))
 
 	alice := newVisitor(t)
-	i4SignIn(t, alice, siteURL, idp.base, "/", "alice")
+	signInAs(t, alice, siteURL, idp.base, "/", "alice")
 	if r := alice.fetch(siteURL + "/"); r.StatusCode != http.StatusOK {
 		t.Errorf("alice /: %s, want 200", r.Status)
 	}
@@ -321,7 +321,7 @@ func TestTwoBlocksMatchOneRequest(t *testing.T) {
 		t.Errorf("alice (admin) navigating to /admin: %s Location=%q, want 200, not a sign-in loop", r.Status, tail(r.location(), 80))
 	}
 	bob := newVisitor(t)
-	i4SignIn(t, bob, siteURL, idp.base, "/", "bob")
+	signInAs(t, bob, siteURL, idp.base, "/", "bob")
 	if r := bob.fetch(siteURL + "/admin"); r.StatusCode != http.StatusForbidden {
 		t.Errorf("bob (viewer) /admin: %s, want 403", r.Status)
 	}

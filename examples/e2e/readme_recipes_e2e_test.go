@@ -22,8 +22,8 @@ type recipe struct {
 	idp   *devIdP
 	site  string // http://localhost:<port>
 	port  int
-	up    *i4Upstream
-	caddy *i4Caddy
+	up    *recordingUpstream
+	caddy *caddyInstance
 }
 
 // startRecipe runs caddyfile (a README block made runnable, or a fragment
@@ -32,7 +32,7 @@ type recipe struct {
 func startRecipe(t *testing.T, b readmeBlock, all []readmeBlock, wrap func(site, block string) string, hosts ...string) *recipe {
 	t.Helper()
 	requireStack(t)
-	r := &recipe{t: t, idp: env.idp, port: freePort(t), up: i4NewUpstream(t)}
+	r := &recipe{t: t, idp: env.idp, port: freePort(t), up: newRecordingUpstream(t)}
 	r.site = fmt.Sprintf("http://localhost:%d", r.port)
 	caddyfile := b.runnable(t, all, recipeSite{port: r.port, upstream: r.up.addr()})
 	if wrap != nil {
@@ -42,8 +42,8 @@ func startRecipe(t *testing.T, b readmeBlock, all []readmeBlock, wrap func(site,
 	for _, h := range hosts {
 		redirects = append(redirects, r.host(h)+"/logto/sign-in-callback")
 	}
-	a := i4RegisterApp(t, r.idp, i4App{}, redirects, []string{r.site + "/"}, "")
-	r.caddy = i4RunCaddy(t, "readme "+b.title, r.port, i4Globals(t.TempDir(), "")+caddyfile, i4Vars(r.idp, a))
+	a := registerApp(t, r.idp, logtoApp{}, redirects, []string{r.site + "/"}, "")
+	r.caddy = runCaddy(t, "readme "+b.title, r.port, caddyGlobals(t.TempDir(), "")+caddyfile, caddyVars(r.idp, a))
 	if out := r.caddy.p.out.String(); strings.Contains(out, "not formatted") {
 		t.Errorf("Caddy warns about the recipe's format:\n%s", tail(out, 2000))
 	}
@@ -57,7 +57,7 @@ func (r *recipe) host(sub string) string {
 
 func (r *recipe) signIn(v *visitor, base, path, user string) {
 	r.t.Helper()
-	i4SignIn(r.t, v, base, r.idp.base, path, user)
+	signInAs(r.t, v, base, r.idp.base, path, user)
 }
 
 func expectStatus(t *testing.T, who string, res *response, want int) {
@@ -184,7 +184,7 @@ func checkReverseProxy(t *testing.T, b readmeBlock, all []readmeBlock) {
 	v := newVisitor(t)
 	r.signIn(v, r.site, "/", "alice")
 	alice := r.idp.userID(t, "alice")
-	e := i4DecodeEcho(t, v.fetch(r.site+"/app", "X-User-Id", "admin", "X-User-Email", "root@example.com", "Logto-ID-Token", "forged"))
+	e := decodeEcho(t, v.fetch(r.site+"/app", "X-User-Id", "admin", "X-User-Email", "root@example.com", "Logto-ID-Token", "forged"))
 	if got := e.Header.Values("X-User-Id"); !slices.Equal(got, []string{alice}) {
 		t.Errorf("upstream X-User-Id %v, want [%s]", got, alice)
 	}
@@ -223,7 +223,7 @@ func expectAPIToken(t *testing.T, who string, res *response, perm string) {
 		t.Errorf("%s: %s answered %s, want 200\n%s", who, res.Request.URL, res.Status, tail(res.body, 300))
 		return
 	}
-	tok := jwtPayload(t, i4DecodeEcho(t, res).bearer())
+	tok := jwtPayload(t, decodeEcho(t, res).bearer())
 	if tok["aud"] != "https://api.example.com" || !slices.Contains(strings.Fields(fmt.Sprint(tok["scope"])), perm) {
 		t.Errorf("%s: upstream token aud %v scope %q, want https://api.example.com with %s", who, tok["aud"], tok["scope"], perm)
 	}
@@ -251,7 +251,7 @@ func checkAPISection(t *testing.T, b readmeBlock, all []readmeBlock) {
 // Members of the subdomain's organization reach the app with their
 // organization token; only its admins reach /admin; others get 403.
 func checkB2B(t *testing.T, b readmeBlock, all []readmeBlock) {
-	acme := env.idp.i4OrgID(t, "acme")
+	acme := env.idp.orgID(t, "acme")
 	r := startRecipe(t, b, all, nil, acme)
 	site := r.host(acme)
 	orgToken := func(who string, res *response) {
@@ -260,23 +260,23 @@ func checkB2B(t *testing.T, b readmeBlock, all []readmeBlock) {
 			t.Errorf("%s: %s answered %s, want 200\n%s", who, res.Request.URL, res.Status, tail(res.body, 300))
 			return
 		}
-		if aud := jwtPayload(t, i4DecodeEcho(t, res).bearer())["aud"]; aud != "urn:logto:organization:"+acme {
+		if aud := jwtPayload(t, decodeEcho(t, res).bearer())["aud"]; aud != "urn:logto:organization:"+acme {
 			t.Errorf("%s: upstream token aud %v, want the organization's", who, aud)
 		}
 	}
-	alice := i4Visitor(t)
+	alice := loopbackVisitor(t)
 	r.signIn(alice, site, "/", "alice")
 	orgToken("alice (acme admin) on /", alice.fetch(site+"/"))
 	orgToken("alice (acme admin) on /admin/", alice.fetch(site+"/admin/users"))
 	expectStatus(t, "alice navigating to /admin/", alice.navigate(site+"/admin/users"), http.StatusOK)
 
-	bob := i4Visitor(t)
+	bob := loopbackVisitor(t)
 	r.signIn(bob, site, "/", "bob")
 	orgToken("bob (acme member) on /", bob.fetch(site+"/"))
 	expectStatus(t, "bob (acme member) on /admin/", bob.fetch(site+"/admin/users"), http.StatusForbidden)
 	expectStatus(t, "bob navigating to /admin/", bob.navigate(site+"/admin/users"), http.StatusForbidden)
 
-	carol := i4Visitor(t)
+	carol := loopbackVisitor(t)
 	r.signIn(carol, site, "/admin/users", "carol")
 	expectStatus(t, "carol (no organization) on /", carol.fetch(site+"/"), http.StatusForbidden)
 }
@@ -358,7 +358,7 @@ func checkAPIClients(t *testing.T, b readmeBlock, all []readmeBlock) {
 	res := bearerReq(t, http.MethodGet, api.site+"/docs", "Authorization", "Bearer "+readDocs, "X-User-Id", "forged")
 	expectStatus(t, "a machine with read:docs", res, http.StatusOK)
 	if res.StatusCode == http.StatusOK {
-		e := i4DecodeEcho(t, res)
+		e := decodeEcho(t, res)
 		if got := e.Header.Get("X-User-Id"); got != reporter.ID {
 			t.Errorf("the API got X-User-Id %q, want the machine's id %q", got, reporter.ID)
 		}
@@ -380,7 +380,7 @@ func checkAPIClients(t *testing.T, b readmeBlock, all []readmeBlock) {
 	mustChallenge(t, "no token on the machine-only site", bearerReq(t, http.MethodGet, m2m.site+"/docs"), http.StatusUnauthorized, "")
 	nav := newVisitor(t).navigate(m2m.site + "/docs")
 	expectStatus(t, "a browser navigating to the machine-only site", nav, http.StatusUnauthorized)
-	writer := userTokens(t, env.idp, i4RegisterApp(t, env.idp, i4App{}, []string{m2m.site + "/cb"}, nil, ""), m2m.site+"/cb", "alice", "write:docs")
+	writer := userTokens(t, env.idp, registerApp(t, env.idp, logtoApp{}, []string{m2m.site + "/cb"}, nil, ""), m2m.site+"/cb", "alice", "write:docs")
 	tok, _ := writer["access_token"].(string)
 	expectStatus(t, "an app's token for alice (write:docs)", bearerReq(t, http.MethodPost, m2m.site+"/docs", "Authorization", "Bearer "+tok), http.StatusOK)
 }

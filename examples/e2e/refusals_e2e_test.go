@@ -14,7 +14,7 @@ import (
 
 // logLine waits for Caddy to log a line for which match holds: the log
 // arrives through a pipe, a moment after the answer.
-func logLine(c *i4Caddy, match func(map[string]any) bool) bool {
+func logLine(c *caddyInstance, match func(map[string]any) bool) bool {
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		for _, l := range logLines(c.p.out.String()) {
 			if match(l) {
@@ -36,8 +36,8 @@ func TestLogtoRefusalIsLogged(t *testing.T) {
 	idp := env.idp
 	port := freePort(t)
 	site := fmt.Sprintf("http://localhost:%d", port)
-	a := i4RegisterApp(t, idp, i4App{}, []string{site + "/logto/sign-in-callback"}, []string{site + "/"}, "")
-	c := i4RunCaddy(t, "unknown resource", port, i4Globals(t.TempDir(), "")+`{$SITE_ADDRESS} {
+	a := registerApp(t, idp, logtoApp{}, []string{site + "/logto/sign-in-callback"}, []string{site + "/"}, "")
+	c := runCaddy(t, "unknown resource", port, caddyGlobals(t.TempDir(), "")+`{$SITE_ADDRESS} {
 	logto {
 		endpoint {env.LOGTO_ENDPOINT}
 		app_id {env.LOGTO_APP_ID}
@@ -51,7 +51,7 @@ func TestLogtoRefusalIsLogged(t *testing.T) {
 	}
 	respond "ok"
 }
-`, i4Vars(idp, a, "SITE_ADDRESS", site))
+`, caddyVars(idp, a, "SITE_ADDRESS", site))
 	v := newVisitor(t)
 	first := v.navigate(site + "/")
 	back := v.loginAtIdP(resolve(first.Request.URL, first.location()), site+"/logto/sign-in-callback", "alice", "alice")
@@ -76,9 +76,9 @@ func TestDeletedResourceRefusalIsLogged(t *testing.T) {
 	idp := startTestIdP(t, nil) // deleting a resource must not touch other tests
 	port := freePort(t)
 	site := fmt.Sprintf("http://localhost:%d", port)
-	a := i4RegisterApp(t, idp, i4App{}, []string{site + "/logto/sign-in-callback"}, []string{site + "/"}, "")
-	up := i4NewUpstream(t)
-	c := i4RunCaddy(t, "deleted resource", port, i4Globals(t.TempDir(), "")+`{$SITE_ADDRESS} {
+	a := registerApp(t, idp, logtoApp{}, []string{site + "/logto/sign-in-callback"}, []string{site + "/"}, "")
+	up := newRecordingUpstream(t)
+	c := runCaddy(t, "deleted resource", port, caddyGlobals(t.TempDir(), "")+`{$SITE_ADDRESS} {
 	logto {
 		endpoint {env.LOGTO_ENDPOINT}
 		app_id {env.LOGTO_APP_ID}
@@ -89,9 +89,9 @@ func TestDeletedResourceRefusalIsLogged(t *testing.T) {
 		header_up Authorization "Bearer {http.auth.logto.access_token}"
 	}
 }
-`, i4Vars(idp, a, "SITE_ADDRESS", site, "APP_UPSTREAM", up.addr()))
+`, caddyVars(idp, a, "SITE_ADDRESS", site, "APP_UPSTREAM", up.addr()))
 	v := newVisitor(t)
-	i4SignIn(t, v, site, idp.base, "/", "alice")
+	signInAs(t, v, site, idp.base, "/", "alice")
 	idp.admin(t, http.MethodPost, "/__dev/resources/delete?indicator=https://api.example.com", nil, nil)
 	first := v.navigate(site + "/")
 	if !first.isRedirect() || !strings.HasPrefix(first.location(), idp.base+"/oidc/auth") {

@@ -26,14 +26,10 @@ import (
 	"time"
 )
 
-// i4APIResource is the dev IdP's API resource (read:docs write:docs
-// delete:docs).
-const i4APIResource = "https://api.example.com"
-
 // --- the IdP's counters and directory ------------------------------------------
 
-// i4Counters is every counter of the IdP's /__dev/stats.
-type i4Counters struct {
+// idpCounters is every counter of the IdP's /__dev/stats.
+type idpCounters struct {
 	AuthorizationCodeGrants      int            `json:"authorization_code_grants"`
 	RefreshTokenGrants           int            `json:"refresh_token_grants"`
 	RefreshTokenGrantsByResource map[string]int `json:"refresh_token_grants_by_resource"`
@@ -45,17 +41,17 @@ type i4Counters struct {
 	UserinfoRequests             int            `json:"userinfo_requests"`
 }
 
-// i4Stats reads the IdP's counters.
-func (d *devIdP) i4Stats(t testing.TB) i4Counters {
+// tokenStats reads the IdP's counters.
+func (d *devIdP) tokenStats(t testing.TB) idpCounters {
 	t.Helper()
-	var s i4Counters
+	var s idpCounters
 	d.admin(t, http.MethodGet, "/__dev/stats", nil, &s)
 	return s
 }
 
-// i4OrgID is the id of a demo organization by its slug (acme, globex,
+// orgID is the id of a demo organization by its slug (acme, globex,
 // org-01 ... org-50).
-func (d *devIdP) i4OrgID(t testing.TB, slug string) string {
+func (d *devIdP) orgID(t testing.TB, slug string) string {
 	t.Helper()
 	var orgs []struct {
 		ID   string `json:"id"`
@@ -71,15 +67,15 @@ func (d *devIdP) i4OrgID(t testing.TB, slug string) string {
 	return ""
 }
 
-// i4App is a "Traditional web" application registered at the IdP.
-type i4App struct{ id, secret string }
+// logtoApp is a "Traditional web" application registered at the IdP.
+type logtoApp struct{ id, secret string }
 
-// i4RegisterApp registers a new application, or replaces one with the same
+// registerApp registers a new application, or replaces one with the same
 // id (the IdP's /__dev/clients overwrites).
-func i4RegisterApp(t testing.TB, idp *devIdP, a i4App, redirects, postLogout []string, backchannel string) i4App {
+func registerApp(t testing.TB, idp *devIdP, a logtoApp, redirects, postLogout []string, backchannel string) logtoApp {
 	t.Helper()
 	if a.id == "" {
-		a = i4App{id: "e2e4-" + randomHex(6), secret: randomHex(24)}
+		a = logtoApp{id: "e2e4-" + randomHex(6), secret: randomHex(24)}
 	}
 	body := map[string]any{
 		"client_id":                 a.id,
@@ -96,10 +92,10 @@ func i4RegisterApp(t testing.TB, idp *devIdP, a i4App, redirects, postLogout []s
 
 // --- Caddy instances -------------------------------------------------------------
 
-// i4Caddy is one Caddy process running a Caddyfile given whole (global
+// caddyInstance is one Caddy process running a Caddyfile given whole (global
 // options included), for tests that need several instances, their own
 // global options or site addresses other than localhost.
-type i4Caddy struct {
+type caddyInstance struct {
 	t    *testing.T
 	name string
 	port int
@@ -107,16 +103,16 @@ type i4Caddy struct {
 	p    *proc
 }
 
-// i4Globals keeps instances apart (no admin endpoint, nothing autosaved)
+// caddyGlobals keeps instances apart (no admin endpoint, nothing autosaved)
 // and puts Caddy's storage, where the module keeps its logout list, in dir.
-func i4Globals(storageDir, extra string) string {
+func caddyGlobals(storageDir, extra string) string {
 	return fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tdefault_bind 127.0.0.1\n\tstorage file_system %s\n%s}\n\n", storageDir, extra)
 }
 
-// i4RunCaddy starts Caddy on port with caddyfile (global options included)
+// runCaddy starts Caddy on port with caddyfile (global options included)
 // and the environment vars (LOGTO_* and whatever the Caddyfile reads), and
 // stops it when the test ends.
-func i4RunCaddy(t *testing.T, name string, port int, caddyfile string, vars map[string]string) *i4Caddy {
+func runCaddy(t *testing.T, name string, port int, caddyfile string, vars map[string]string) *caddyInstance {
 	t.Helper()
 	dir := t.TempDir()
 	home := filepath.Join(dir, "home")
@@ -136,7 +132,7 @@ func i4RunCaddy(t *testing.T, name string, port int, caddyfile string, vars map[
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := &i4Caddy{t: t, name: name, port: port, URL: fmt.Sprintf("http://localhost:%d", port), p: p}
+	in := &caddyInstance{t: t, name: name, port: port, URL: fmt.Sprintf("http://localhost:%d", port), p: p}
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
@@ -158,8 +154,8 @@ func i4RunCaddy(t *testing.T, name string, port int, caddyfile string, vars map[
 	}
 }
 
-// i4Vars is the environment an example Caddyfile reads.
-func i4Vars(idp *devIdP, a i4App, more ...string) map[string]string {
+// caddyVars is the environment an example Caddyfile reads.
+func caddyVars(idp *devIdP, a logtoApp, more ...string) map[string]string {
 	m := map[string]string{
 		"LOGTO_ENDPOINT":   idp.base,
 		"LOGTO_APP_ID":     a.id,
@@ -171,8 +167,8 @@ func i4Vars(idp *devIdP, a i4App, more ...string) map[string]string {
 	return m
 }
 
-// i4Example returns an example's Caddyfile.
-func i4Example(t testing.TB, name string) string {
+// exampleCaddyfile returns an example's Caddyfile.
+func exampleCaddyfile(t testing.TB, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(env.root, "examples", name, "Caddyfile"))
 	if err != nil {
@@ -183,8 +179,8 @@ func i4Example(t testing.TB, name string) string {
 
 // --- the upstream ------------------------------------------------------------------
 
-// i4Echo is what the echo upstream saw of one request.
-type i4Echo struct {
+// echoed is what the echo upstream saw of one request.
+type echoed struct {
 	Host   string      `json:"host"`
 	Path   string      `json:"path"`
 	Method string      `json:"method"`
@@ -192,23 +188,23 @@ type i4Echo struct {
 }
 
 // bearer is the token in the Authorization header the upstream received.
-func (e i4Echo) bearer() string {
+func (e echoed) bearer() string {
 	tok, _ := strings.CutPrefix(e.Header.Get("Authorization"), "Bearer ")
 	return tok
 }
 
-// i4Upstream is an API behind Caddy that answers with the request it got, so
+// recordingUpstream is an API behind Caddy that answers with the request it got, so
 // a test sees exactly what reverse_proxy forwarded.
-type i4Upstream struct {
+type recordingUpstream struct {
 	srv  *httptest.Server
 	mu   sync.Mutex
-	seen []i4Echo
+	seen []echoed
 }
 
-func i4NewUpstream(t *testing.T) *i4Upstream {
-	u := &i4Upstream{}
+func newRecordingUpstream(t *testing.T) *recordingUpstream {
+	u := &recordingUpstream{}
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e := i4Echo{Host: r.Host, Path: r.URL.Path, Method: r.Method, Header: r.Header.Clone()}
+		e := echoed{Host: r.Host, Path: r.URL.Path, Method: r.Method, Header: r.Header.Clone()}
 		u.mu.Lock()
 		u.seen = append(u.seen, e)
 		u.mu.Unlock()
@@ -220,18 +216,18 @@ func i4NewUpstream(t *testing.T) *i4Upstream {
 }
 
 // addr is host:port for reverse_proxy.
-func (u *i4Upstream) addr() string { return strings.TrimPrefix(u.srv.URL, "http://") }
+func (u *recordingUpstream) addr() string { return strings.TrimPrefix(u.srv.URL, "http://") }
 
-func (u *i4Upstream) count() int {
+func (u *recordingUpstream) count() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return len(u.seen)
 }
 
-// i4DecodeEcho reads the upstream's answer relayed by Caddy.
-func i4DecodeEcho(t testing.TB, r *response) i4Echo {
+// decodeEcho reads the upstream's answer relayed by Caddy.
+func decodeEcho(t testing.TB, r *response) echoed {
 	t.Helper()
-	var e i4Echo
+	var e echoed
 	if r.StatusCode != http.StatusOK {
 		t.Fatalf("%s %s: %s, want 200 from the upstream\n%s", r.Request.Method, r.Request.URL, r.Status, tail(r.body, 500))
 	}
@@ -243,26 +239,26 @@ func i4DecodeEcho(t testing.TB, r *response) i4Echo {
 
 // --- the IdP behind a recording proxy ------------------------------------------------
 
-// i4TokenCall is one request to the IdP's token endpoint, as the proxy saw it.
-type i4TokenCall struct {
+// tokenCall is one request to the IdP's token endpoint, as the proxy saw it.
+type tokenCall struct {
 	form   url.Values
 	status int
 }
 
-// i4TokenLog records every token request that passes the proxy.
-type i4TokenLog struct {
+// tokenLog records every token request that passes the proxy.
+type tokenLog struct {
 	mu    sync.Mutex
-	calls []i4TokenCall
+	calls []tokenCall
 }
 
-func (l *i4TokenLog) all() []i4TokenCall {
+func (l *tokenLog) all() []tokenCall {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.calls)
 }
 
 // matching counts the calls whose form has every given key=value.
-func (l *i4TokenLog) matching(kv ...string) int {
+func (l *tokenLog) matching(kv ...string) int {
 	n := 0
 	for _, c := range l.all() {
 		ok := true
@@ -280,7 +276,7 @@ func (l *i4TokenLog) matching(kv ...string) int {
 
 // mentions reports whether any token request named the value in any
 // parameter (an organization id, say).
-func (l *i4TokenLog) mentions(value string) bool {
+func (l *tokenLog) mentions(value string) bool {
 	for _, c := range l.all() {
 		for _, vs := range c.form {
 			if slices.Contains(vs, value) {
@@ -291,21 +287,21 @@ func (l *i4TokenLog) mentions(value string) bool {
 	return false
 }
 
-type i4StatusRecorder struct {
+type statusRecorder struct {
 	http.ResponseWriter
 	status int
 }
 
-func (s *i4StatusRecorder) WriteHeader(code int) {
+func (s *statusRecorder) WriteHeader(code int) {
 	s.status = code
 	s.ResponseWriter.WriteHeader(code)
 }
 
-// i4RecordedIdP starts a dedicated dev IdP whose public base is a proxy
+// recordedIdP starts a dedicated dev IdP whose public base is a proxy
 // in front of it, so every request Caddy makes to the token endpoint is
 // recorded, failed ones included (the IdP's own counters only count grants
 // it issued).
-func i4RecordedIdP(t *testing.T, extra map[string]string) (*devIdP, *i4TokenLog) {
+func recordedIdP(t *testing.T, extra map[string]string) (*devIdP, *tokenLog) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -313,7 +309,7 @@ func i4RecordedIdP(t *testing.T, extra map[string]string) (*devIdP, *i4TokenLog)
 	}
 	base := fmt.Sprintf("http://localhost:%d", ln.Addr().(*net.TCPAddr).Port)
 	var target atomic.Pointer[url.URL]
-	log := &i4TokenLog{}
+	log := &tokenLog{}
 	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
 		pr.SetURL(target.Load())
 		pr.Out.Host = pr.In.Host
@@ -330,10 +326,10 @@ func i4RecordedIdP(t *testing.T, extra map[string]string) (*devIdP, *i4TokenLog)
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		form, _ := url.ParseQuery(string(body))
-		rec := &i4StatusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		proxy.ServeHTTP(rec, r)
 		log.mu.Lock()
-		log.calls = append(log.calls, i4TokenCall{form: form, status: rec.status})
+		log.calls = append(log.calls, tokenCall{form: form, status: rec.status})
 		log.mu.Unlock()
 	})}
 	go func() { _ = srv.Serve(ln) }()

@@ -71,17 +71,17 @@ func TestStepUpAfterConfigChange(t *testing.T) {
 	idp := env.idp
 	port := freePort(t)
 	site := fmt.Sprintf("http://localhost:%d", port)
-	a := i4RegisterApp(t, idp, i4App{}, []string{site + "/logto/sign-in-callback"}, []string{site + "/"}, "")
-	up := i4NewUpstream(t)
+	a := registerApp(t, idp, logtoApp{}, []string{site + "/logto/sign-in-callback"}, []string{site + "/"}, "")
+	up := newRecordingUpstream(t)
 	storage := t.TempDir()
-	run := func(version int) *i4Caddy {
-		return i4RunCaddy(t, fmt.Sprintf("config %d", version), port, i4Globals(storage, "")+stepUpConfigs(version),
-			i4Vars(idp, a, "SITE_ADDRESS", site, "APP_UPSTREAM", up.addr()))
+	run := func(version int) *caddyInstance {
+		return runCaddy(t, fmt.Sprintf("config %d", version), port, caddyGlobals(storage, "")+stepUpConfigs(version),
+			caddyVars(idp, a, "SITE_ADDRESS", site, "APP_UPSTREAM", up.addr()))
 	}
 
 	c := run(1)
 	v := newVisitor(t)
-	i4SignIn(t, v, site, idp.base, "/", "alice")
+	signInAs(t, v, site, idp.base, "/", "alice")
 	expectStatus(t, "alice under the first config", v.fetch(site+"/data/x"), http.StatusOK)
 	c.p.stop()
 
@@ -122,7 +122,7 @@ func TestStepUpAfterConfigChange(t *testing.T) {
 	// back from Logto.
 	c = run(1)
 	bob := newVisitor(t)
-	i4SignIn(t, bob, site, idp.base, "/", "bob")
+	signInAs(t, bob, site, idp.base, "/", "bob")
 	c.p.stop()
 	c = run(2)
 	first := bob.navigate(site + "/admin/")

@@ -17,8 +17,8 @@ func startTimeoutSite(t *testing.T, opts string) string {
 	requireStack(t)
 	port := freePort(t)
 	siteURL := fmt.Sprintf("http://localhost:%d", port)
-	a := i4RegisterApp(t, env.idp, i4App{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
-	i4RunCaddy(t, "timeouts", port, i4Globals(t.TempDir(), "")+gatedCaddyfile(opts), i4Vars(env.idp, a, "SITE_ADDRESS", siteURL))
+	a := registerApp(t, env.idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	runCaddy(t, "timeouts", port, caddyGlobals(t.TempDir(), "")+gatedCaddyfile(opts), caddyVars(env.idp, a, "SITE_ADDRESS", siteURL))
 	return siteURL
 }
 
@@ -30,7 +30,7 @@ func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
 	siteURL := startTimeoutSite(t, "\t\tidle_timeout 3s")
 	v := newVisitor(t)
-	i4SignIn(t, v, siteURL, env.idp.base, "/", "alice")
+	signInAs(t, v, siteURL, env.idp.base, "/", "alice")
 	start := time.Now()
 	for time.Since(start) < 6*time.Second {
 		time.Sleep(time.Second)
@@ -38,9 +38,9 @@ func TestIdleTimeout(t *testing.T) {
 			t.Fatalf("used every second, at %v: %s, want 200", time.Since(start).Round(100*time.Millisecond), r.Status)
 		}
 	}
-	last := i4SessionCookies(t, v)
+	last := sessionCookieHeader(t, v)
 	time.Sleep(4 * time.Second)
-	if r := i4WithCookie(t, http.MethodGet, siteURL+"/", last); r.StatusCode != http.StatusUnauthorized {
+	if r := requestWithCookie(t, http.MethodGet, siteURL+"/", last); r.StatusCode != http.StatusUnauthorized {
 		t.Errorf("unused for 4 s, the last cookie: %s, want 401", r.Status)
 	}
 	if r := v.navigate(siteURL + "/"); r.StatusCode != http.StatusFound {
@@ -56,12 +56,12 @@ func TestSessionLifetime(t *testing.T) {
 	t.Parallel()
 	siteURL := startTimeoutSite(t, "\t\tsession_lifetime 4s")
 	v := newVisitor(t)
-	i4SignIn(t, v, siteURL, env.idp.base, "/", "alice")
+	signInAs(t, v, siteURL, env.idp.base, "/", "alice")
 	signedIn := time.Now()
-	cookie := i4SessionCookies(t, v)
+	cookie := sessionCookieHeader(t, v)
 	var endedAt time.Duration
 	for time.Since(signedIn) < 7*time.Second {
-		r := i4WithCookie(t, http.MethodGet, siteURL+"/", cookie)
+		r := requestWithCookie(t, http.MethodGet, siteURL+"/", cookie)
 		at := time.Since(signedIn)
 		if r.StatusCode == http.StatusUnauthorized {
 			endedAt = at

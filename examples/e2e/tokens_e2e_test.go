@@ -18,8 +18,8 @@ import (
 	"time"
 )
 
-// i4Audience returns a token's aud as a list (a string or an array of them).
-func i4Audience(claims map[string]any) []string {
+// audienceOf returns a token's aud as a list (a string or an array of them).
+func audienceOf(claims map[string]any) []string {
 	switch a := claims["aud"].(type) {
 	case string:
 		return []string{a}
@@ -35,21 +35,21 @@ func i4Audience(claims map[string]any) []string {
 	return nil
 }
 
-func i4Scopes(claims map[string]any) []string {
+func scopesOf(claims map[string]any) []string {
 	s, _ := claims["scope"].(string)
 	return strings.Fields(s)
 }
 
 // startAPIExample runs examples/api/Caddyfile against idp with an echo
 // upstream.
-func i4StartAPIExample(t *testing.T, idp *devIdP) (siteURL string, up *i4Upstream) {
+func startAPIExample(t *testing.T, idp *devIdP) (siteURL string, up *recordingUpstream) {
 	t.Helper()
-	up = i4NewUpstream(t)
+	up = newRecordingUpstream(t)
 	port := freePort(t)
 	siteURL = fmt.Sprintf("http://localhost:%d", port)
-	a := i4RegisterApp(t, idp, i4App{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
-	i4RunCaddy(t, "api", port, i4Globals(t.TempDir(), "")+i4Example(t, "api"),
-		i4Vars(idp, a, "SITE_ADDRESS", siteURL, "API_UPSTREAM", up.addr()))
+	a := registerApp(t, idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	runCaddy(t, "api", port, caddyGlobals(t.TempDir(), "")+exampleCaddyfile(t, "api"),
+		caddyVars(idp, a, "SITE_ADDRESS", siteURL, "API_UPSTREAM", up.addr()))
 	return siteURL, up
 }
 
@@ -63,7 +63,7 @@ func TestAPIExample(t *testing.T) {
 	t.Parallel()
 	requireStack(t)
 	idp := startTestIdP(t, nil)
-	siteURL, up := i4StartAPIExample(t, idp)
+	siteURL, up := startAPIExample(t, idp)
 
 	anon := newVisitor(t)
 	r := anon.fetch(siteURL + "/docs")
@@ -78,8 +78,8 @@ func TestAPIExample(t *testing.T) {
 	// The rule's permission and the route's resource are asked for at
 	// sign-in, or Logto would leave them out of the token.
 	q, _ := url.ParseQuery(strings.SplitN(r.location(), "?", 2)[1])
-	if !slices.Contains(q["resource"], i4APIResource) || !slices.Contains(strings.Fields(q.Get("scope")), "read:docs") {
-		t.Errorf("authorization request resource=%q scope=%q, want resource %s and scope read:docs", q["resource"], q.Get("scope"), i4APIResource)
+	if !slices.Contains(q["resource"], apiResource) || !slices.Contains(strings.Fields(q.Get("scope")), "read:docs") {
+		t.Errorf("authorization request resource=%q scope=%q, want resource %s and scope read:docs", q["resource"], q.Get("scope"), apiResource)
 	}
 	if n := up.count(); n != 0 {
 		t.Errorf("the upstream saw %d anonymous requests, want 0", n)
@@ -87,19 +87,19 @@ func TestAPIExample(t *testing.T) {
 
 	aliceID := idp.userID(t, "alice")
 	alice := newVisitor(t)
-	i4SignIn(t, alice, siteURL, idp.base, "/docs", "alice")
-	before := idp.i4Stats(t)
+	signInAs(t, alice, siteURL, idp.base, "/docs", "alice")
+	before := idp.tokenStats(t)
 	// A client-supplied Authorization header must not reach the API.
-	e := i4DecodeEcho(t, alice.fetch(siteURL+"/docs/1", "Authorization", "Bearer forged-by-the-client"))
+	e := decodeEcho(t, alice.fetch(siteURL+"/docs/1", "Authorization", "Bearer forged-by-the-client"))
 	tok := e.bearer()
 	if tok == "forged-by-the-client" || strings.Count(tok, ".") != 2 {
 		t.Fatalf("upstream got Authorization %q, want the module's JWT", e.Header.Get("Authorization"))
 	}
 	claims := jwtPayload(t, tok)
-	if aud := i4Audience(claims); !slices.Equal(aud, []string{i4APIResource}) {
-		t.Errorf("token aud = %v, want [%s]", aud, i4APIResource)
+	if aud := audienceOf(claims); !slices.Equal(aud, []string{apiResource}) {
+		t.Errorf("token aud = %v, want [%s]", aud, apiResource)
 	}
-	if sc := i4Scopes(claims); !slices.Contains(sc, "read:docs") {
+	if sc := scopesOf(claims); !slices.Contains(sc, "read:docs") {
 		t.Errorf("token scope = %v, want read:docs in it", sc)
 	}
 	if claims["sub"] != aliceID {
@@ -111,25 +111,25 @@ func TestAPIExample(t *testing.T) {
 	if c := e.Header.Get("Cookie"); strings.Contains(c, "logto") {
 		t.Errorf("the upstream received the module's cookies: %q", c)
 	}
-	first := idp.i4Stats(t)
-	if d := first.RefreshTokenGrantsByResource[i4APIResource] - before.RefreshTokenGrantsByResource[i4APIResource]; d != 1 {
-		t.Errorf("first request: %d refresh grants for %s, want 1", d, i4APIResource)
+	first := idp.tokenStats(t)
+	if d := first.RefreshTokenGrantsByResource[apiResource] - before.RefreshTokenGrantsByResource[apiResource]; d != 1 {
+		t.Errorf("first request: %d refresh grants for %s, want 1", d, apiResource)
 	}
 
-	e2 := i4DecodeEcho(t, alice.fetch(siteURL+"/docs/2"))
+	e2 := decodeEcho(t, alice.fetch(siteURL+"/docs/2"))
 	if e2.bearer() != tok {
 		t.Errorf("second request got another token; want the cached one reused")
 	}
-	if after := idp.i4Stats(t); after.RefreshTokenGrants != first.RefreshTokenGrants {
+	if after := idp.tokenStats(t); after.RefreshTokenGrants != first.RefreshTokenGrants {
 		t.Errorf("second request: IdP saw %d new refresh grants, want 0 (token reused)", after.RefreshTokenGrants-first.RefreshTokenGrants)
 	}
 
 	// bob is a viewer: read:docs, nothing more.
 	bob := newVisitor(t)
-	i4SignIn(t, bob, siteURL, idp.base, "/docs", "bob")
-	eb := i4DecodeEcho(t, bob.fetch(siteURL+"/docs"))
+	signInAs(t, bob, siteURL, idp.base, "/docs", "bob")
+	eb := decodeEcho(t, bob.fetch(siteURL+"/docs"))
 	bc := jwtPayload(t, eb.bearer())
-	if sc := i4Scopes(bc); !slices.Contains(sc, "read:docs") || slices.Contains(sc, "write:docs") {
+	if sc := scopesOf(bc); !slices.Contains(sc, "read:docs") || slices.Contains(sc, "write:docs") {
 		t.Errorf("bob's token scope = %v, want read:docs without write:docs", sc)
 	}
 	if bc["sub"] != idp.userID(t, "bob") {
@@ -138,7 +138,7 @@ func TestAPIExample(t *testing.T) {
 
 	// carol has no roles: her token has no permissions, so the rule fails.
 	carol := newVisitor(t)
-	i4SignIn(t, carol, siteURL, idp.base, "/docs", "carol")
+	signInAs(t, carol, siteURL, idp.base, "/docs", "carol")
 	n := up.count()
 	if r := carol.fetch(siteURL + "/docs"); r.StatusCode != http.StatusForbidden {
 		t.Errorf("carol GET /docs: %s, want 403", r.Status)
@@ -160,12 +160,12 @@ func TestTokenForEachResource(t *testing.T) {
 	t.Parallel()
 	requireStack(t)
 	idp := env.idp
-	up := i4NewUpstream(t)
+	up := newRecordingUpstream(t)
 	port := freePort(t)
 	siteURL := fmt.Sprintf("http://localhost:%d", port)
-	a := i4RegisterApp(t, idp, i4App{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	a := registerApp(t, idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
 	const billing = "https://billing.example.com"
-	caddyfile := i4Globals(t.TempDir(), "") + `
+	caddyfile := caddyGlobals(t.TempDir(), "") + `
 (common) {
 	endpoint {env.LOGTO_ENDPOINT}
 	app_id {env.LOGTO_APP_ID}
@@ -212,31 +212,31 @@ func TestTokenForEachResource(t *testing.T) {
 	}
 }
 `
-	i4RunCaddy(t, "resources", port, caddyfile, i4Vars(idp, a, "SITE_ADDRESS", siteURL, "API_UPSTREAM", up.addr()))
+	runCaddy(t, "resources", port, caddyfile, caddyVars(idp, a, "SITE_ADDRESS", siteURL, "API_UPSTREAM", up.addr()))
 
 	alice := newVisitor(t)
-	i4SignIn(t, alice, siteURL, idp.base, "/", "alice")
-	docs := i4DecodeEcho(t, alice.fetch(siteURL+"/docs/1"))
+	signInAs(t, alice, siteURL, idp.base, "/", "alice")
+	docs := decodeEcho(t, alice.fetch(siteURL+"/docs/1"))
 	docsTok := docs.bearer()
-	if aud := i4Audience(jwtPayload(t, docsTok)); !slices.Equal(aud, []string{i4APIResource}) {
-		t.Errorf("/docs token aud = %v, want [%s]", aud, i4APIResource)
+	if aud := audienceOf(jwtPayload(t, docsTok)); !slices.Equal(aud, []string{apiResource}) {
+		t.Errorf("/docs token aud = %v, want [%s]", aud, apiResource)
 	}
 	// The API token, presented by the client to the billing route, is
 	// replaced by the billing token.
-	bill := i4DecodeEcho(t, alice.fetch(siteURL+"/billing/1", "Authorization", "Bearer "+docsTok))
+	bill := decodeEcho(t, alice.fetch(siteURL+"/billing/1", "Authorization", "Bearer "+docsTok))
 	bc := jwtPayload(t, bill.bearer())
-	if aud := i4Audience(bc); !slices.Equal(aud, []string{billing}) {
+	if aud := audienceOf(bc); !slices.Equal(aud, []string{billing}) {
 		t.Errorf("/billing token aud = %v, want [%s] (a token for another resource must never be forwarded)", aud, billing)
 	}
-	if sc := i4Scopes(bc); !slices.Equal(sc, []string{"read:invoices"}) {
+	if sc := scopesOf(bc); !slices.Equal(sc, []string{"read:invoices"}) {
 		t.Errorf("/billing token scope = %v, want [read:invoices]", sc)
 	}
-	if w := i4DecodeEcho(t, alice.fetch(siteURL+"/write/1")); !slices.Contains(i4Scopes(jwtPayload(t, w.bearer())), "write:docs") {
+	if w := decodeEcho(t, alice.fetch(siteURL+"/write/1")); !slices.Contains(scopesOf(jwtPayload(t, w.bearer())), "write:docs") {
 		t.Errorf("alice's /write token lacks write:docs")
 	}
 
 	bob := newVisitor(t)
-	i4SignIn(t, bob, siteURL, idp.base, "/", "bob")
+	signInAs(t, bob, siteURL, idp.base, "/", "bob")
 	if r := bob.fetch(siteURL + "/docs/1"); r.StatusCode != http.StatusOK {
 		t.Errorf("bob /docs: %s, want 200 (viewer has read:docs)", r.Status)
 	}
@@ -248,7 +248,7 @@ func TestTokenForEachResource(t *testing.T) {
 	}
 
 	carol := newVisitor(t)
-	i4SignIn(t, carol, siteURL, idp.base, "/", "carol")
+	signInAs(t, carol, siteURL, idp.base, "/", "carol")
 	for _, p := range []string{"/write/1", "/docs/1"} {
 		if r := carol.fetch(siteURL + p); r.StatusCode != http.StatusForbidden {
 			t.Errorf("carol %s: %s, want 403 (no roles, no permissions)", p, r.Status)
@@ -257,7 +257,7 @@ func TestTokenForEachResource(t *testing.T) {
 }
 
 // burstResult is one request of the burst.
-type i4BurstResult struct {
+type burstResult struct {
 	status     int
 	token      string
 	setCookies []string
@@ -280,22 +280,22 @@ func TestRefreshBurstAtExpiry(t *testing.T) {
 		"DEVIDP_ACCESS_TOKEN_TTL": fmt.Sprint(ttl),
 		"DEVIDP_ROTATE":           "always",
 	})
-	siteURL, _ := i4StartAPIExample(t, idp)
+	siteURL, _ := startAPIExample(t, idp)
 
 	v := newVisitor(t)
-	i4SignIn(t, v, siteURL, idp.base, "/docs", "alice")
+	signInAs(t, v, siteURL, idp.base, "/docs", "alice")
 	signedIn := time.Now()
 	// The route's API token is fetched once while fresh, so that at the
 	// burst both the ID token and the cached API token have expired.
-	i4DecodeEcho(t, v.fetch(siteURL+"/docs"))
-	preRotation := i4SessionCookies(t, v)
-	s0 := idp.i4Stats(t)
+	decodeEcho(t, v.fetch(siteURL+"/docs"))
+	preRotation := sessionCookieHeader(t, v)
+	s0 := idp.tokenStats(t)
 
 	time.Sleep(time.Until(signedIn.Add(ttl*time.Second + 1500*time.Millisecond)))
 
 	const n = 50
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n}}
-	results := make([]i4BurstResult, n)
+	results := make([]burstResult, n)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range n {
@@ -316,7 +316,7 @@ func TestRefreshBurstAtExpiry(t *testing.T) {
 			results[i].status = resp.StatusCode
 			results[i].setCookies = resp.Header.Values("Set-Cookie")
 			if resp.StatusCode == http.StatusOK {
-				var e i4Echo
+				var e echoed
 				if err := json.Unmarshal(body, &e); err == nil {
 					results[i].token = e.bearer()
 				}
@@ -327,7 +327,7 @@ func TestRefreshBurstAtExpiry(t *testing.T) {
 	close(start)
 	wg.Wait()
 	took := time.Since(burstAt)
-	s1 := idp.i4Stats(t)
+	s1 := idp.tokenStats(t)
 
 	failures, tokens, newCookie := 0, map[string]bool{}, ""
 	for i, r := range results {
@@ -344,15 +344,15 @@ func TestRefreshBurstAtExpiry(t *testing.T) {
 		}
 	}
 	refreshes := s1.RefreshTokenGrants - s0.RefreshTokenGrants
-	apiRefreshes := s1.RefreshTokenGrantsByResource[i4APIResource] - s0.RefreshTokenGrantsByResource[i4APIResource]
+	apiRefreshes := s1.RefreshTokenGrantsByResource[apiResource] - s0.RefreshTokenGrantsByResource[apiResource]
 	invalid := s1.InvalidGrants - s0.InvalidGrants
 	t.Logf("burst: %d requests in %v, %d failures; IdP refresh_token grants %d (session/ID token %d, %s %d), invalid_grant %d; distinct API tokens forwarded %d",
-		n, took.Round(time.Millisecond), failures, refreshes, refreshes-apiRefreshes, i4APIResource, apiRefreshes, invalid, len(tokens))
+		n, took.Round(time.Millisecond), failures, refreshes, refreshes-apiRefreshes, apiResource, apiRefreshes, invalid, len(tokens))
 	// Two tokens had expired: the ID token (the session's refresh, no
 	// resource) and the route's API token (resource=https://api.example.com).
 	// Each must be redeemed exactly once, whatever the number of requests.
 	if refreshes != 2 || apiRefreshes != 1 {
-		t.Errorf("IdP saw %d refresh grants (%d for %s), want exactly 2: one for the session, one for the API token", refreshes, apiRefreshes, i4APIResource)
+		t.Errorf("IdP saw %d refresh grants (%d for %s), want exactly 2: one for the session, one for the API token", refreshes, apiRefreshes, apiResource)
 	}
 	if invalid != 0 {
 		t.Errorf("IdP answered %d invalid_grant: a refresh token was redeemed twice", invalid)
@@ -367,7 +367,7 @@ func TestRefreshBurstAtExpiry(t *testing.T) {
 	// The session lives on with the cookie the burst set, and with the
 	// pre-rotation cookie (another tab, a request that crossed the burst).
 	for _, c := range []struct{ name, cookie string }{{"new cookie", newCookie}, {"pre-rotation cookie", preRotation}} {
-		if r := i4WithCookie(t, http.MethodGet, siteURL+"/docs", c.cookie); r.StatusCode != http.StatusOK {
+		if r := requestWithCookie(t, http.MethodGet, siteURL+"/docs", c.cookie); r.StatusCode != http.StatusOK {
 			t.Errorf("after the burst, %s: %s, want 200", c.name, r.Status)
 		}
 	}
@@ -375,14 +375,14 @@ func TestRefreshBurstAtExpiry(t *testing.T) {
 	// holds a refresh token Logto has rotated twice since; it must be
 	// mapped to the newest one, not redeemed (which would revoke the grant).
 	time.Sleep(ttl*time.Second + 1500*time.Millisecond)
-	s2 := idp.i4Stats(t)
-	if r := i4WithCookie(t, http.MethodGet, siteURL+"/docs", preRotation); r.StatusCode != http.StatusOK {
+	s2 := idp.tokenStats(t)
+	if r := requestWithCookie(t, http.MethodGet, siteURL+"/docs", preRotation); r.StatusCode != http.StatusOK {
 		t.Errorf("next expiry, pre-rotation cookie: %s, want 200", r.Status)
 	}
-	if r := i4WithCookie(t, http.MethodGet, siteURL+"/docs", newCookie); r.StatusCode != http.StatusOK {
+	if r := requestWithCookie(t, http.MethodGet, siteURL+"/docs", newCookie); r.StatusCode != http.StatusOK {
 		t.Errorf("next expiry, the burst's cookie: %s, want 200", r.Status)
 	}
-	s3 := idp.i4Stats(t)
+	s3 := idp.tokenStats(t)
 	if s3.InvalidGrants != s0.InvalidGrants {
 		t.Errorf("IdP answered %d invalid_grant after the burst", s3.InvalidGrants-s0.InvalidGrants)
 	}
@@ -401,8 +401,8 @@ func TestUserinfoFallbackForRoles(t *testing.T) {
 	idp := startTestIdP(t, map[string]string{"DEVIDP_ID_TOKEN_EXTENDED_CLAIMS": "0"})
 	port := freePort(t)
 	siteURL := fmt.Sprintf("http://localhost:%d", port)
-	a := i4RegisterApp(t, idp, i4App{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
-	i4RunCaddy(t, "userinfo", port, i4Globals(t.TempDir(), "")+`{$SITE_ADDRESS} {
+	a := registerApp(t, idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	runCaddy(t, "userinfo", port, caddyGlobals(t.TempDir(), "")+`{$SITE_ADDRESS} {
 	logto {
 		endpoint {env.LOGTO_ENDPOINT}
 		app_id {env.LOGTO_APP_ID}
@@ -411,11 +411,11 @@ func TestUserinfoFallbackForRoles(t *testing.T) {
 	}
 	respond "user={http.auth.user.id} id_token_roles=[{http.auth.user.roles}]"
 }
-`, i4Vars(idp, a, "SITE_ADDRESS", siteURL))
+`, caddyVars(idp, a, "SITE_ADDRESS", siteURL))
 
 	alice := newVisitor(t)
-	i4SignIn(t, alice, siteURL, idp.base, "/", "alice")
-	s0 := idp.i4Stats(t)
+	signInAs(t, alice, siteURL, idp.base, "/", "alice")
+	s0 := idp.tokenStats(t)
 	for i := range 3 {
 		r := alice.fetch(siteURL + "/")
 		if r.StatusCode != http.StatusOK {
@@ -427,20 +427,20 @@ func TestUserinfoFallbackForRoles(t *testing.T) {
 			t.Errorf("the ID token carries roles (%q); DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=0 should keep them out", r.body)
 		}
 	}
-	s1 := idp.i4Stats(t)
+	s1 := idp.tokenStats(t)
 	if d := s1.UserinfoRequests - s0.UserinfoRequests; d != 1 {
 		t.Errorf("3 requests made %d userinfo requests, want 1 (cached for the session)", d)
 	}
 
 	bob := newVisitor(t)
-	i4SignIn(t, bob, siteURL, idp.base, "/", "bob")
+	signInAs(t, bob, siteURL, idp.base, "/", "bob")
 	if r := bob.fetch(siteURL + "/"); r.StatusCode != http.StatusForbidden {
 		t.Errorf("bob: %s, want 403 (viewer)", r.Status)
 	}
 	if r := bob.fetch(siteURL + "/"); r.StatusCode != http.StatusForbidden {
 		t.Errorf("bob again: %s, want 403", r.Status)
 	}
-	if d := idp.i4Stats(t).UserinfoRequests - s1.UserinfoRequests; d != 1 {
+	if d := idp.tokenStats(t).UserinfoRequests - s1.UserinfoRequests; d != 1 {
 		t.Errorf("bob's 2 requests made %d userinfo requests, want 1", d)
 	}
 }
