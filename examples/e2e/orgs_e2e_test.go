@@ -208,9 +208,7 @@ func TestCookieSizeManyOrganizations(t *testing.T) {
 	t.Parallel()
 	requireStack(t)
 	idp := env.idp
-	port := freePort(t)
-	siteURL := fmt.Sprintf("http://localhost:%d", port)
-	a := registerApp(t, idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	port, siteURL, a := localSite(t, idp)
 	runCaddy(t, "cookies", port, caddyGlobals(t.TempDir(), "")+`
 (common) {
 	endpoint {env.LOGTO_ENDPOINT}
@@ -287,9 +285,7 @@ func TestTwoBlocksMatchOneRequest(t *testing.T) {
 	t.Parallel()
 	requireStack(t)
 	idp := env.idp
-	port := freePort(t)
-	siteURL := fmt.Sprintf("http://localhost:%d", port)
-	a := registerApp(t, idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	port, siteURL, a := localSite(t, idp)
 	runCaddy(t, "two-blocks", port, caddyGlobals(t.TempDir(), "")+`
 (common) {
 	endpoint {env.LOGTO_ENDPOINT}

@@ -5,7 +5,6 @@ package e2e
 // configuration, the tenant or the user is at fault.
 
 import (
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -34,9 +33,7 @@ func TestLogtoRefusalIsLogged(t *testing.T) {
 	t.Parallel()
 	requireStack(t)
 	idp := env.idp
-	port := freePort(t)
-	site := fmt.Sprintf("http://localhost:%d", port)
-	a := registerApp(t, idp, logtoApp{}, []string{site + "/logto/sign-in-callback"}, []string{site + "/"}, "")
+	port, site, a := localSite(t, idp)
 	c := runCaddy(t, "unknown resource", port, caddyGlobals(t.TempDir(), "")+`{$SITE_ADDRESS} {
 	logto {
 		endpoint {env.LOGTO_ENDPOINT}
@@ -74,9 +71,7 @@ func TestDeletedResourceRefusalIsLogged(t *testing.T) {
 	t.Parallel()
 	requireStack(t)
 	idp := startTestIdP(t, nil) // deleting a resource must not touch other tests
-	port := freePort(t)
-	site := fmt.Sprintf("http://localhost:%d", port)
-	a := registerApp(t, idp, logtoApp{}, []string{site + "/logto/sign-in-callback"}, []string{site + "/"}, "")
+	port, site, a := localSite(t, idp)
 	up := newRecordingUpstream(t)
 	c := runCaddy(t, "deleted resource", port, caddyGlobals(t.TempDir(), "")+`{$SITE_ADDRESS} {
 	logto {

@@ -90,6 +90,17 @@ func registerApp(t testing.TB, idp *devIdP, a logtoApp, redirects, postLogout []
 	return a
 }
 
+// localSite picks a free port for a site on localhost and registers an
+// application whose redirect URI is the site's callback and whose post
+// sign-out redirect URI is its root.
+func localSite(t testing.TB, idp *devIdP) (port int, siteURL string, a logtoApp) {
+	t.Helper()
+	port = freePort(t)
+	siteURL = fmt.Sprintf("http://localhost:%d", port)
+	a = registerApp(t, idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	return port, siteURL, a
+}
+
 // --- Caddy instances -------------------------------------------------------------
 
 // caddyInstance is one Caddy process running a Caddyfile given whole (global

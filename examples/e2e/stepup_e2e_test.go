@@ -69,9 +69,7 @@ func TestStepUpAfterConfigChange(t *testing.T) {
 	t.Parallel()
 	requireStack(t)
 	idp := env.idp
-	port := freePort(t)
-	site := fmt.Sprintf("http://localhost:%d", port)
-	a := registerApp(t, idp, logtoApp{}, []string{site + "/logto/sign-in-callback"}, []string{site + "/"}, "")
+	port, site, a := localSite(t, idp)
 	up := newRecordingUpstream(t)
 	storage := t.TempDir()
 	run := func(version int) *caddyInstance {

@@ -4,7 +4,6 @@ package e2e
 // the cookie whatever the browser keeps.
 
 import (
-	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -15,9 +14,7 @@ import (
 func startTimeoutSite(t *testing.T, opts string) string {
 	t.Helper()
 	requireStack(t)
-	port := freePort(t)
-	siteURL := fmt.Sprintf("http://localhost:%d", port)
-	a := registerApp(t, env.idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	port, siteURL, a := localSite(t, env.idp)
 	runCaddy(t, "timeouts", port, caddyGlobals(t.TempDir(), "")+gatedCaddyfile(opts), caddyVars(env.idp, a, "SITE_ADDRESS", siteURL))
 	return siteURL
 }

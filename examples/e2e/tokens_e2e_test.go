@@ -45,9 +45,7 @@ func scopesOf(claims map[string]any) []string {
 func startAPIExample(t *testing.T, idp *devIdP) (siteURL string, up *recordingUpstream) {
 	t.Helper()
 	up = newRecordingUpstream(t)
-	port := freePort(t)
-	siteURL = fmt.Sprintf("http://localhost:%d", port)
-	a := registerApp(t, idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	port, siteURL, a := localSite(t, idp)
 	runCaddy(t, "api", port, caddyGlobals(t.TempDir(), "")+exampleCaddyfile(t, "api"),
 		caddyVars(idp, a, "SITE_ADDRESS", siteURL, "API_UPSTREAM", up.addr()))
 	return siteURL, up
@@ -161,9 +159,7 @@ func TestTokenForEachResource(t *testing.T) {
 	requireStack(t)
 	idp := env.idp
 	up := newRecordingUpstream(t)
-	port := freePort(t)
-	siteURL := fmt.Sprintf("http://localhost:%d", port)
-	a := registerApp(t, idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	port, siteURL, a := localSite(t, idp)
 	const billing = "https://billing.example.com"
 	caddyfile := caddyGlobals(t.TempDir(), "") + `
 (common) {
@@ -399,9 +395,7 @@ func TestUserinfoFallbackForRoles(t *testing.T) {
 	t.Parallel()
 	requireStack(t)
 	idp := startTestIdP(t, map[string]string{"DEVIDP_ID_TOKEN_EXTENDED_CLAIMS": "0"})
-	port := freePort(t)
-	siteURL := fmt.Sprintf("http://localhost:%d", port)
-	a := registerApp(t, idp, logtoApp{}, []string{siteURL + "/logto/sign-in-callback"}, []string{siteURL + "/"}, "")
+	port, siteURL, a := localSite(t, idp)
 	runCaddy(t, "userinfo", port, caddyGlobals(t.TempDir(), "")+`{$SITE_ADDRESS} {
 	logto {
 		endpoint {env.LOGTO_ENDPOINT}
