@@ -103,19 +103,8 @@ func TestRefreshedCookieOnErrorIsNotShared(t *testing.T) {
 // every answer of the gate that does not let the request through is
 // marked private when it sets a cookie, not only a rule's 403.
 func TestStepUpRefusalWithCookieIsNotShared(t *testing.T) {
-	idp := newFakeIdP(t)
-	site := newHarness(t, idp, func(h *Handler) { h.IdleTimeout = caddy.Duration(time.Hour) })
-	b := site.signedIn()
-	admin := newHarness(t, idp, func(h *Handler) { h.Require = []Rule{{Kind: "role", Values: []string{"admin"}}} })
-	auth := admin.mustRedirectToAuth(t, admin.serve(http.MethodGet, "/admin", b, navigation()))
-	// The configuration asks for more while the user signs in again, so
-	// the stepped-up session still lacks something: 403, not another trip.
-	newHarness(t, idp, func(h *Handler) { h.Scopes = []string{"custom_data"} })
-	strict := newHarness(t, idp, func(h *Handler) {
-		h.Require = []Rule{{Kind: "role", Values: []string{"admin"}}, {Kind: "claim", Claim: "custom_data", Values: []string{"x"}}}
-	})
-	admin.serve(http.MethodGet, admin.callbackURL(auth, idp.issueCode(auth, "user-1")), b, navigation())
-
+	// The stepped-up session still lacks something: 403, not another trip.
+	idp, _, strict, b := steppedUpStillLacking(t, func(h *Handler) { h.IdleTimeout = caddy.Duration(time.Hour) })
 	idp.clock.Advance(7 * time.Minute) // activity is recorded: the cookie is re-sealed
 	res := strict.serve(http.MethodGet, "/admin", b, navigation())
 	res.mustHandlerError(t, http.StatusForbidden)

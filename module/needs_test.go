@@ -138,18 +138,7 @@ func TestStepUpForSessionThatNeverAsked(t *testing.T) {
 // gets 403 and a log line naming what is missing, not another trip to
 // Logto.
 func TestStepUpNeverLoops(t *testing.T) {
-	idp := newFakeIdP(t)
-	site := newHarness(t, idp, nil)
-	b := site.signedIn()
-	admin := newHarness(t, idp, func(h *Handler) { h.Require = []Rule{{Kind: "role", Values: []string{"admin"}}} })
-	auth := admin.mustRedirectToAuth(t, admin.serve(http.MethodGet, "/admin", b, navigation()))
-	// Logto is sent what the application needed when the step-up started;
-	// by the time the user is back, the configuration asks for more.
-	newHarness(t, idp, func(h *Handler) { h.Scopes = []string{"custom_data"} })
-	strict := newHarness(t, idp, func(h *Handler) {
-		h.Require = []Rule{{Kind: "role", Values: []string{"admin"}}, {Kind: "claim", Claim: "custom_data", Values: []string{"x"}}}
-	})
-	admin.serve(http.MethodGet, admin.callbackURL(auth, idp.issueCode(auth, "user-1")), b, navigation())
+	_, admin, strict, b := steppedUpStillLacking(t, nil)
 
 	mark := len(capturedLogs.String())
 	res := strict.serve(http.MethodGet, "/admin", b, navigation())
@@ -163,6 +152,25 @@ func TestStepUpNeverLoops(t *testing.T) {
 	}
 	// The route that was stepped up for works.
 	mustPass(t, admin.serve(http.MethodGet, "/admin", b, navigation()), "user-1")
+}
+
+// steppedUpStillLacking signs user-1 in on a site (configured by
+// configureSite), sends them through a second sign-in for admin's role
+// rule, and meanwhile adds a block (strict) that also needs custom_data:
+// Logto is sent what the application needed when the step-up started, so
+// by the time the user is back the session lacks custom_data.
+func steppedUpStillLacking(t *testing.T, configureSite func(*Handler)) (idp *fakeIdP, admin, strict *harness, b *tbrowser) {
+	t.Helper()
+	idp = newFakeIdP(t)
+	b = newHarness(t, idp, configureSite).signedIn()
+	admin = newHarness(t, idp, func(h *Handler) { h.Require = []Rule{{Kind: "role", Values: []string{"admin"}}} })
+	auth := admin.mustRedirectToAuth(t, admin.serve(http.MethodGet, "/admin", b, navigation()))
+	newHarness(t, idp, func(h *Handler) { h.Scopes = []string{"custom_data"} })
+	strict = newHarness(t, idp, func(h *Handler) {
+		h.Require = []Rule{{Kind: "role", Values: []string{"admin"}}, {Kind: "claim", Claim: "custom_data", Values: []string{"x"}}}
+	})
+	admin.serve(http.MethodGet, admin.callbackURL(auth, idp.issueCode(auth, "user-1")), b, navigation())
+	return idp, admin, strict, b
 }
 
 // TestStepUpSkipsPassBlocksAndCoveredSessions: a session whose sign-in
@@ -188,11 +196,7 @@ func TestTokenRefusalLogsLogtosError(t *testing.T) {
 	hx := newHarness(t, idp, func(h *Handler) { h.TokenResource = "https://api.example.com" })
 	b := hx.signedIn()
 	// The API resource is deleted in Logto after the sign-in.
-	idp.mu.Lock()
-	for _, rt := range idp.refresh {
-		rt.grant.resources = nil
-	}
-	idp.mu.Unlock()
+	idp.dropGrantedResources()
 	mark := len(capturedLogs.String())
 	hx.serve(http.MethodGet, "/", b, fetchAPI())
 	logs := capturedLogs.String()[mark:]
@@ -254,11 +258,7 @@ func TestInvalidTargetStepsUpOnce(t *testing.T) {
 	idp := newFakeIdP(t)
 	hx := newHarness(t, idp, func(h *Handler) { h.TokenResource = "https://api.example.com" })
 	b := hx.signedIn()
-	idp.mu.Lock()
-	for _, rt := range idp.refresh {
-		rt.grant.resources = nil
-	}
-	idp.mu.Unlock()
+	idp.dropGrantedResources()
 
 	api := hx.serve(http.MethodGet, "/data", b.clone(), fetchAPI())
 	api.mustHandlerError(t, http.StatusUnauthorized)

@@ -68,34 +68,36 @@ func TestSignOutReplayCostsNothing(t *testing.T) {
 // (expired, or ended by Logto's back-channel logout) is not revoked or
 // listed again when its cookie is sent to sign-out; the cookie is cleared.
 func TestSignOutOfEndedSessionCostsNothing(t *testing.T) {
-	t.Run("expired", func(t *testing.T) {
-		hx := newHarness(t, nil, func(h *Handler) { h.SessionLifetime = caddy.Duration(time.Hour) })
-		b := hx.signedIn()
-		hx.clock.Advance(2 * time.Hour)
-		keys, size := len(logoutListKeys(t, hx)), logoutListLen(hx)
-		res := hx.serve(http.MethodGet, "/logto/sign-out", b)
-		mustClearSession(t, res)
-		if n := hx.idp.revocationHits.Load(); n != 0 {
-			t.Errorf("sign-out of an expired session made %d revocation calls", n)
-		}
-		if k, s := len(logoutListKeys(t, hx)), logoutListLen(hx); k != keys || s != size {
-			t.Errorf("sign-out of an expired session grew the logout list (%d→%d stored, %d→%d in memory)", keys, k, size, s)
-		}
-	})
-	t.Run("revoked by back-channel logout", func(t *testing.T) {
-		hx := newHarness(t, nil, nil)
-		b := hx.signedIn()
-		mustAccept(t, hx.postLogout(hx.idp.logoutToken("user-1", nil)))
-		keys, size := len(logoutListKeys(t, hx)), logoutListLen(hx)
-		res := hx.serve(http.MethodGet, "/logto/sign-out", b)
-		mustClearSession(t, res)
-		if n := hx.idp.revocationHits.Load(); n != 0 {
-			t.Errorf("sign-out of a revoked session made %d revocation calls", n)
-		}
-		if k, s := len(logoutListKeys(t, hx)), logoutListLen(hx); k != keys || s != size {
-			t.Errorf("sign-out of a revoked session grew the logout list (%d→%d stored, %d→%d in memory)", keys, k, size, s)
-		}
-	})
+	for _, tc := range []struct {
+		name string
+		end  func(t *testing.T) (*harness, *tbrowser) // a harness and a browser whose session ended
+	}{
+		{"expired", func(t *testing.T) (*harness, *tbrowser) {
+			hx := newHarness(t, nil, func(h *Handler) { h.SessionLifetime = caddy.Duration(time.Hour) })
+			b := hx.signedIn()
+			hx.clock.Advance(2 * time.Hour)
+			return hx, b
+		}},
+		{"revoked by back-channel logout", func(t *testing.T) (*harness, *tbrowser) {
+			hx := newHarness(t, nil, nil)
+			b := hx.signedIn()
+			mustAccept(t, hx.postLogout(hx.idp.logoutToken("user-1", nil)))
+			return hx, b
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hx, b := tc.end(t)
+			keys, size := len(logoutListKeys(t, hx)), logoutListLen(hx)
+			res := hx.serve(http.MethodGet, "/logto/sign-out", b)
+			mustClearSession(t, res)
+			if n := hx.idp.revocationHits.Load(); n != 0 {
+				t.Errorf("sign-out of a session that ended made %d revocation calls", n)
+			}
+			if k, s := len(logoutListKeys(t, hx)), logoutListLen(hx); k != keys || s != size {
+				t.Errorf("sign-out of a session that ended grew the logout list (%d→%d stored, %d→%d in memory)", keys, k, size, s)
+			}
+		})
+	}
 }
 
 // TestLogoutListGrowthDoesNotStallRefresh: adding to the logout list

@@ -237,6 +237,31 @@ func (idp *fakeIdP) tokenRefusals() []string {
 	return slices.Clone(idp.authErrors)
 }
 
+// mustRefreshCleanly checks that the module made want refresh grants in
+// all and that Logto refused none of its token requests: a refresh token
+// rotated away and presented again would be refused, and would cost the
+// user the whole grant at Logto.
+func (idp *fakeIdP) mustRefreshCleanly(t testing.TB, want int64, why string) {
+	t.Helper()
+	if n := idp.refreshGrants.Load(); n != want {
+		t.Errorf("refresh grants = %d, want %d%s", n, want, why)
+	}
+	if r := idp.tokenRefusals(); len(r) != 0 {
+		t.Fatalf("Logto refused (a rotated refresh token presented again?): %v", r)
+	}
+}
+
+// dropGrantedResources plays an API resource deleted in Logto Console
+// after the sign-in: every grant loses its resources, so a refresh naming
+// one is refused with invalid_target.
+func (idp *fakeIdP) dropGrantedResources() {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	for _, rt := range idp.refresh {
+		rt.grant.resources = nil
+	}
+}
+
 // issueCode plays the user signing in at Logto: it reads the authorization
 // request the module redirected to and returns a code bound to its
 // redirect_uri, PKCE challenge and nonce, for user sub.

@@ -82,12 +82,7 @@ func TestRefreshSingleFlight(t *testing.T) {
 			t.Errorf("request %d: err=%v next=%v", i, res.err, res.next)
 		}
 	}
-	if got := idp.refreshGrants.Load(); got != 1 {
-		t.Fatalf("refresh grants = %d, want exactly 1", got)
-	}
-	if r := idp.tokenRefusals(); len(r) != 0 {
-		t.Errorf("Logto refused: %v", r)
-	}
+	idp.mustRefreshCleanly(t, 1, " (one refresh shared by all)")
 }
 
 // TestRefreshRotationOldCookie: after Logto rotated the refresh token,
@@ -102,7 +97,6 @@ func TestRefreshRotationOldCookie(t *testing.T) {
 	old := b.clone()
 	hx.clock.Advance(time.Hour)
 	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1")
-	fresh := b.get(sessionCookie)
 
 	res := hx.serve(http.MethodGet, "/", old.clone(), fetchAPI())
 	mustPass(t, res, "user-1")
@@ -117,13 +111,7 @@ func TestRefreshRotationOldCookie(t *testing.T) {
 	hx.clock.Advance(time.Hour)
 	mustPass(t, hx.serve(http.MethodGet, "/", old.clone(), fetchAPI()), "user-1")
 	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1")
-	if n := idp.refreshGrants.Load(); n != 2 {
-		t.Errorf("refresh grants = %d, want 2", n)
-	}
-	if r := idp.tokenRefusals(); len(r) != 0 {
-		t.Errorf("Logto refused (a used refresh token was presented again?): %v", r)
-	}
-	_ = fresh
+	idp.mustRefreshCleanly(t, 2, "")
 }
 
 // TestRefreshInvalidGrantSignsOut: when Logto says the grant is gone
