@@ -2,6 +2,7 @@ package logto
 
 import (
 	"errors"
+	"iter"
 	"net/http"
 	"strings"
 )
@@ -127,18 +128,10 @@ func readChunks(h http.Header, name, first string, count int) (string, bool) {
 		chunks [maxChunks]string
 		have   uint
 	)
-	for _, line := range h["Cookie"] {
-		for line != "" {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			n, v, eq := parseCookiePair(part)
-			if !eq {
-				continue
-			}
-			if i := chunkIndex(n, name); i > 0 && have&(1<<i) == 0 {
-				chunks[i] = v
-				have |= 1 << i
-			}
+	for i, v := range chunksIn(h, name) {
+		if have&(1<<i) == 0 {
+			chunks[i] = v
+			have |= 1 << i
 		}
 	}
 	size := len(first)
@@ -344,20 +337,30 @@ func chunkName(name string, i int) string {
 // the request carries.
 func heldChunks(req http.Header, name string) uint {
 	var held uint
-	for _, line := range req["Cookie"] {
-		for line != "" {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			n, _, eq := parseCookiePair(part)
-			if !eq {
-				continue
-			}
-			if i := chunkIndex(n, name); i > 0 {
-				held |= 1 << i
+	for i := range chunksIn(req, name) {
+		held |= 1 << i
+	}
+	return held
+}
+
+// chunksIn yields the index (1..maxChunks-1) and value of every chunk of
+// name in the request's Cookie header, in the order sent.
+func chunksIn(h http.Header, name string) iter.Seq2[int, string] {
+	return func(yield func(int, string) bool) {
+		for _, line := range h["Cookie"] {
+			for line != "" {
+				var part string
+				part, line, _ = strings.Cut(line, ";")
+				n, v, eq := parseCookiePair(part)
+				if !eq {
+					continue
+				}
+				if i := chunkIndex(n, name); i > 0 && !yield(i, v) {
+					return
+				}
 			}
 		}
 	}
-	return held
 }
 
 func setCookie(name, value string, o CookieOptions) string {
