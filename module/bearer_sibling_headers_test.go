@@ -83,3 +83,30 @@ func TestBearerBlockDropsTheCookieUsersIdentity(t *testing.T) {
 		t.Errorf("the upstream of a token request got the browser session's X-User-Id %q", got)
 	}
 }
+
+// TestCookieBlockAfterBearerBlockNamesTheSessionUser: the other order. A
+// bearer block accepts a token, then a cookie block of the same
+// application judges the request by its session: its rules ran against
+// the session's user, so the placeholders and identity headers must name
+// that user, not the token's subject, and the bearer block's headers go.
+func TestCookieBlockAfterBearerBlockNamesTheSessionUser(t *testing.T) {
+	idp := newFakeIdP(t)
+	api := newHarness(t, idp, func(h *Handler) {
+		h.Pass = true
+		h.Bearer = []string{bearerAPI}
+		h.Headers = map[string]string{"X-Client": "{http.auth.user.client_id}"}
+	})
+	site := newHarness(t, idp, func(h *Handler) {
+		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}"}
+	})
+	b := newBrowser()
+	signInAt(t, site, b)
+	res := serveStacked(t, api, site, "/api/data", b, fetchAPI(), bearer(idp.m2mToken("read:data")))
+	mustPass(t, res, "user-1")
+	if got := res.nextReq.Header.Get("X-User-Id"); got != "user-1" {
+		t.Errorf("X-User-Id = %q, want the session's user", got)
+	}
+	if got := res.nextReq.Header.Get("X-Client"); got != "" {
+		t.Errorf("the upstream of a session request got the token's X-Client %q", got)
+	}
+}

@@ -65,7 +65,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 	kept, strip := sc.strip(r.Header["Cookie"], h.ownsCookie, st.lineBuf())
 	// An earlier logto handler of the same application may have found the
 	// user already (a site-wide block and a stricter one for /admin).
-	u, reused := h.userFor(w, r, cs, st, sc.first, sc.found)
+	u, reused := h.userFor(w, r, repl, cs, st, sc.first, sc.found)
 	if first {
 		// One provider per request, reading the state, so a later handler
 		// (or a refresh) that changes the user changes the placeholders.

@@ -15,13 +15,21 @@ import (
 //
 // first and found are what the gate's scan of the Cookie header found of
 // the session cookie: its first part, and whether there is one.
-func (h *Handler) userFor(w http.ResponseWriter, r *http.Request, cs *cookieSet, st *requestState, first string, found bool) (u *user, reused bool) {
+func (h *Handler) userFor(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, cs *cookieSet, st *requestState, first string, found bool) (u *user, reused bool) {
 	if st.user != nil && st.client == h.client {
 		return st.user, true
 	}
 	// Chunks, if any, are read from the header, not yet stripped.
 	value, ok := cookieValue(r.Header, cs.session, first, found)
 	if u = h.liveUser(w, r, cs, value, ok); u != nil {
+		if st.bearer != nil {
+			// An earlier block accepted an access token; this one judges
+			// the session, so the session's user replaces the token's
+			// identity, headers included (as gateBearer does the other
+			// way round).
+			dropIdentity(r, repl, st)
+			st.bearer = nil
+		}
 		st.client, st.user = h.client, u
 	}
 	return u, false
