@@ -85,6 +85,11 @@ func TestForgedIDTokenInSealedSessionIsRejected(t *testing.T) {
 		{"signed by another key, another kid", tokenSignedByUnknownKey("other")(claims())},
 		{"another issuer", idp.tokenEditedClaims(func(c map[string]any) { c["iss"] = "https://evil.example/oidc" })(claims())},
 		{"another audience", idp.tokenEditedClaims(func(c map[string]any) { c["aud"] = "another-app" })(claims())},
+		// Signed by the tenant with the right iss and aud, but not ID
+		// tokens: with no exp, a session around one would never expire
+		// nor refresh.
+		{"a back-channel logout token", idp.logoutToken("mallory", nil)},
+		{"no exp", idp.tokenEditedClaims(func(c map[string]any) { delete(c, "exp") })(claims())},
 		{"tampered payload", genuine[:strings.IndexByte(genuine, '.')+1] + strings.Split(tokenAlgNone(owner), ".")[1] + genuine[strings.LastIndexByte(genuine, '.'):]},
 	} {
 		t.Run(c.name, func(t *testing.T) {

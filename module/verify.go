@@ -3,7 +3,11 @@ package logto
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
+	"errors"
 	"sync"
+
+	"github.com/coreos/go-oidc/v3/oidc"
 )
 
 // Sessions decoded from a cookie carry an ID token that was verified when
@@ -63,7 +67,7 @@ func (c *client) verifyStored(ctx context.Context, raw string) error {
 	}
 	_, _, err := c.idp.discover(ctx)
 	if err == nil {
-		if _, err = c.idp.storedVerifier().Verify(ctx, raw); err == nil {
+		if err = verifyIDToken(ctx, c.idp.storedVerifier(), raw); err == nil {
 			c.verified.add(raw)
 			return nil
 		}
@@ -76,9 +80,30 @@ func (c *client) verifyStored(ctx context.Context, raw string) error {
 	if serr != nil {
 		return err
 	}
-	if _, err := v.Verify(ctx, raw); err != nil {
+	if err := verifyIDToken(ctx, v, raw); err != nil {
 		return err
 	}
 	c.verified.add(raw)
+	return nil
+}
+
+// errNotIDToken: a token signed by the tenant for the application that is
+// not an ID token. A back-channel logout token has iss, aud and sub but
+// no exp; a session around it would never expire nor refresh.
+var errNotIDToken = errors.New("logto: the session's token is not an ID token (no exp, or a logout token's events)")
+
+// verifyIDToken checks a stored ID token with v (which skips expiry) and
+// that it is an ID token at all.
+func verifyIDToken(ctx context.Context, v *oidc.IDTokenVerifier, raw string) error {
+	tok, err := v.Verify(ctx, raw)
+	if err != nil {
+		return err
+	}
+	var c struct {
+		Events json.RawMessage `json:"events"`
+	}
+	if tok.Expiry.IsZero() || tok.Claims(&c) != nil || c.Events != nil {
+		return errNotIDToken
+	}
 	return nil
 }
