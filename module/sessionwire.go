@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 )
 
 // The session payload, sealed by the codec, in a compact binary form (the
@@ -44,6 +45,17 @@ const sessionDict = `{"alg":"ES384","typ":"JWT","kid":"` + "\x00" +
 	`"custom_data":{},"identities":{},"roles":[],"organizations":[],"organization_roles":[],"sid":"",` +
 	`"created_at":17,"updated_at":17,"nonce":"","at_hash":"","aud":"","exp":17,"iat":17,"iss":"https://`
 
+// A deflate writer at BestCompression costs some 800 KB to set up, and
+// every sign-in, refresh and idle-tracking re-seal encodes a session, so
+// writers (Reset keeps the dictionary) and readers are reused.
+var (
+	deflaters = sync.Pool{New: func() any {
+		w, _ := flate.NewWriterDict(nil, flate.BestCompression, []byte(sessionDict))
+		return w
+	}}
+	inflaters = sync.Pool{New: func() any { return flate.NewReaderDict(nil, []byte(sessionDict)) }}
+)
+
 // maxSessionJSON bounds what a payload inflates to; the cookie itself is
 // bounded far below what a bomb would need.
 const maxSessionJSON = 256 << 10
@@ -67,11 +79,13 @@ func encodeSession(s session) []byte {
 		_, err3 := canonical(parts[2])
 		if err1 == nil && err2 == nil && err3 == nil {
 			var z bytes.Buffer
-			w, _ := flate.NewWriterDict(&z, flate.BestCompression, []byte(sessionDict))
+			w := deflaters.Get().(*flate.Writer)
+			w.Reset(&z)
 			w.Write(head)
 			w.Write([]byte{0})
 			w.Write(payload)
 			w.Close()
+			deflaters.Put(w)
 			b = append(b, 1)
 			b = binary.AppendUvarint(b, uint64(z.Len()))
 			b = append(b, z.Bytes()...)
@@ -215,8 +229,10 @@ func decodeSession(plain []byte) (session, error) {
 		if r.err != nil {
 			return s, r.err
 		}
-		zr := flate.NewReaderDict(bytes.NewReader(z), []byte(sessionDict))
+		zr := inflaters.Get().(io.ReadCloser)
+		zr.(flate.Resetter).Reset(bytes.NewReader(z), []byte(sessionDict))
 		j, err := io.ReadAll(io.LimitReader(zr, maxSessionJSON+1))
+		inflaters.Put(zr)
 		if err != nil || len(j) > maxSessionJSON {
 			return s, errBadPayload
 		}
