@@ -159,15 +159,3 @@ export function clientCredentialsGrant({ alg }) {
     await next();
   };
 }
-
-/**
- * The claims of JWT access tokens as Logto shapes them: a user's token
- * that was granted no permission keeps `"scope": ""` (node-oidc-provider
- * would drop the claim), while a machine-to-machine token granted none has
- * no `scope` claim at all.
- */
-export function accessTokenClaims(ctx, token, jwt) {
-  if (token.kind === 'AccessToken' && jwt.payload.scope === undefined) {
-    jwt.payload.scope = '';
-  }
-}

@@ -13,7 +13,7 @@ import {
 } from './data.js';
 import { refreshTokenGrant, parameters as refreshParameters } from './refresh-grant.js';
 import {
-  accessTokenClaims, clientCredentialsGrant, parameters as m2mParameters, machinePermissions,
+  clientCredentialsGrant, parameters as m2mParameters, machinePermissions,
 } from './m2m.js';
 import { generateSigningKey, randomId } from './keys.js';
 import { logtoErrorMiddleware } from './logto-errors.js';
@@ -113,7 +113,6 @@ export function createProvider(cfg) {
     },
     claims: { openid: ['sub'], ...USERINFO_CLAIMS },
     conformIdTokenClaims: false,
-    formats: { customizers: { jwt: accessTokenClaims } },
     extraParams: LOGTO_PARAMS,
     pkce: {
       methods: ['S256'],
@@ -156,7 +155,8 @@ export function createProvider(cfg) {
       customizers: {
         // Logto: a user's access token always has `scope`, empty ("") when
         // none of the permissions asked for at sign-in is granted;
-        // oidc-provider would leave the claim out.
+        // oidc-provider would leave the claim out. A machine-to-machine
+        // token (no account) granted none has no `scope` claim at all.
         jwt: (ctx, token, jwt) => {
           if (token.accountId && jwt.payload.scope === undefined) jwt.payload.scope = '';
         },
