@@ -22,6 +22,11 @@ type appBlocks struct {
 	// Read on every request, without locks.
 	minIdle atomic.Int64             // shortest idle_timeout of the blocks, seconds; 0: none
 	headers atomic.Pointer[[]string] // identity header names, Logto-ID-Token included
+
+	// The most lenient limits of the blocks, seconds: past them a session
+	// has ended for every block. maxIdle is 0 when some block has no
+	// idle_timeout.
+	maxIdle, maxLifetime atomic.Int64
 }
 
 // join registers h's idle timeout and headers with its application.
@@ -45,19 +50,29 @@ func (a *appBlocks) leave(h *Handler) {
 
 // recompute derives what requests read; the caller holds a.mu.
 func (a *appBlocks) recompute() {
-	var idle int64
+	var idle, maxIdle, lifetime int64
+	unlimited := false // some block has no idle_timeout
 	names := []string{idTokenHeader}
 	for h := range a.blocks {
-		if s := int64(time.Duration(h.IdleTimeout) / time.Second); s > 0 && (idle == 0 || s < idle) {
+		s := int64(time.Duration(h.IdleTimeout) / time.Second)
+		if s > 0 && (idle == 0 || s < idle) {
 			idle = s
 		}
+		unlimited = unlimited || s <= 0
+		maxIdle = max(maxIdle, s)
+		lifetime = max(lifetime, int64(time.Duration(h.SessionLifetime)/time.Second))
 		for _, f := range h.headerUp {
 			if !slices.Contains(names, f.name) {
 				names = append(names, f.name)
 			}
 		}
 	}
+	if unlimited {
+		maxIdle = 0
+	}
 	a.minIdle.Store(idle)
+	a.maxIdle.Store(maxIdle)
+	a.maxLifetime.Store(lifetime)
 	a.headers.Store(&names)
 }
 

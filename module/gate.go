@@ -65,7 +65,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 	kept, strip := sc.strip(r.Header["Cookie"], h.ownsCookie, st.lineBuf())
 	// An earlier logto handler of the same application may have found the
 	// user already (a site-wide block and a stricter one for /admin).
-	u, reused := h.userFor(w, r, repl, cs, st, sc.first, sc.found)
+	u := h.userFor(w, r, repl, cs, st, sc.first, sc.found)
 	if first {
 		// One provider per request, reading the state, so a later handler
 		// (or a refresh) that changes the user changes the placeholders.
@@ -81,7 +81,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if reused && protected && !h.withinLimits(u) {
+	if u != nil && protected && !h.withinLimits(u) {
 		// This block's own session_lifetime and idle_timeout: for what it
 		// protects, the user is not signed in.
 		u, st.user = nil, nil
@@ -211,7 +211,11 @@ func (h *Handler) liveUser(w http.ResponseWriter, r *http.Request, cs *cookieSet
 	}
 	c := h.client
 	now := c.now().Unix()
-	if !h.sessionValid(u, now) {
+	// Only what ends the session for every block clears it here; this
+	// block's own limits apply where it protects the request (admit), so
+	// a strict block that runs first does not sign the user out of the
+	// rest of the site.
+	if c.sessionEnded(u, now) {
 		h.clearSession(w, r.Header, cs)
 		return nil
 	}
@@ -300,10 +304,11 @@ func (h *Handler) sessionValid(u *user, now int64) bool {
 }
 
 // sessionEnded reports whether a session has ended for every block of the
-// application: expired, revoked, or past its ID token without a refresh
-// token. A block's own idle_timeout and session_lifetime are not in it.
+// application: expired, past the most lenient idle_timeout and
+// session_lifetime of its blocks, revoked, or past its ID token without a
+// refresh token. A stricter block's own limits are not in it.
 func (c *client) sessionEnded(u *user, now int64) bool {
-	if now >= u.s.Expires {
+	if now >= u.s.Expires || !withinLimits(u, now, c.blocks.maxIdle.Load(), c.blocks.maxLifetime.Load()) {
 		return true
 	}
 	// Without a refresh token nothing can confirm with Logto that the user

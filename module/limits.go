@@ -7,17 +7,17 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-// userFor returns the signed-in user as this block sees it. An earlier
-// logto handler of the same application may have found the user already (a
-// site-wide block and a stricter one for /admin): then reused is true, and
+// userFor returns the signed-in user of the application, or nil. An
+// earlier logto handler of the same application may have found the user
+// already (a site-wide block and a stricter one for /admin). Either way,
 // the caller applies this block's own limits (withinLimits) where it
 // protects the request.
 //
 // first and found are what the gate's scan of the Cookie header found of
 // the session cookie: its first part, and whether there is one.
-func (h *Handler) userFor(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, cs *cookieSet, st *requestState, first string, found bool) (u *user, reused bool) {
+func (h *Handler) userFor(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, cs *cookieSet, st *requestState, first string, found bool) (u *user) {
 	if st.user != nil && st.client == h.client {
-		return st.user, true
+		return st.user
 	}
 	// Chunks, if any, are read from the header, not yet stripped.
 	value, ok := cookieValue(r.Header, cs.session, first, found)
@@ -32,26 +32,32 @@ func (h *Handler) userFor(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 		}
 		st.client, st.user = h.client, u
 	}
-	return u, false
+	return u
 }
 
-// withinLimits applies this block's session_lifetime and idle_timeout to a
-// user an earlier block found (and checked against its own).
+// withinLimits applies this block's session_lifetime and idle_timeout to
+// the user.
 func (h *Handler) withinLimits(u *user) bool {
 	return h.limitsHold(u, h.client.now().Unix())
 }
 
 // limitsHold checks the session against this block's session_lifetime and
-// idle_timeout. Idle is the time since the last activity or, should the
-// session once have gone unused longer (activity the first block saw since
-// does not undo that), that longest stretch.
+// idle_timeout.
 func (h *Handler) limitsHold(u *user, now int64) bool {
-	if idle := int64(time.Duration(h.IdleTimeout) / time.Second); idle > 0 && (now-u.s.Seen > idle || u.s.Idle > idle) {
+	return withinLimits(u, now, int64(time.Duration(h.IdleTimeout)/time.Second), int64(time.Duration(h.SessionLifetime)/time.Second))
+}
+
+// withinLimits checks the session against an idle timeout and a lifetime,
+// in seconds (0: none; an application whose blocks are not known yet). Idle is the time since the last activity or,
+// should the session once have gone unused longer (activity another block
+// saw since does not undo that), that longest stretch. A session older
+// than the lifetime allows has lapsed too (a stricter block, or the config
+// shrank).
+func withinLimits(u *user, now, idle, lifetime int64) bool {
+	if idle > 0 && (now-u.s.Seen > idle || u.s.Idle > idle) {
 		return false
 	}
-	// A session older than the configured lifetime allows (a stricter
-	// block, or the config shrank).
-	return now-u.s.Created/1000 <= int64(time.Duration(h.SessionLifetime)/time.Second)
+	return lifetime <= 0 || now-u.s.Created/1000 <= lifetime
 }
 
 // dropIdentity takes back what earlier logto handlers of the request set

@@ -93,6 +93,28 @@ func TestStricterBlockEnforcesItsOwnLimits(t *testing.T) {
 	}
 }
 
+// TestStricterBlockFirstDoesNotSignOutTheSite: the same two blocks in the
+// other order. The /admin block runs first on every request (what it does
+// not protect goes on anonymous); its own limits must not end the session
+// for the rest of the site, nor clear the cookie, when the request is not
+// one it protects.
+func TestStricterBlockFirstDoesNotSignOutTheSite(t *testing.T) {
+	idp := newFakeIdP(t)
+	admin := newHarness(t, idp, func(h *Handler) { adminOnly(h); h.IdleTimeout = caddy.Duration(time.Second) })
+	site := newHarness(t, idp, func(h *Handler) { h.Pass = true })
+	b := newBrowser()
+	signInAt(t, site, b)
+	mustPass(t, serveStacked(t, admin, site, "/admin/", b, fetchAPI()), "user-1")
+	idp.clock.Advance(3 * time.Second)
+	res := serveStacked(t, admin, site, "/", b, fetchAPI())
+	mustPass(t, res, "user-1")
+	if c := res.setCookie(t, sessionCookie); c != nil && c.Value == "" {
+		t.Fatal("a request the strict block does not protect cleared the session cookie")
+	}
+	serveStacked(t, admin, site, "/admin/", b, fetchAPI()).mustHandlerError(t, http.StatusUnauthorized)
+	mustPass(t, serveStacked(t, admin, site, "/", b, fetchAPI()), "user-1")
+}
+
 // TestIdleTrackedWhicheverBlockHasTheTimeout stops an idle timeout from
 // ending sessions that are in use: when only the second block has an
 // idle_timeout, activity seen by the first (which runs first and finds the
