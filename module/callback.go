@@ -111,6 +111,10 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 		Resources: a.Resources,
 		StepUp:    a.Params.StepUp,
 	}
+	accessExp := expiry(h.client.now(), tr.ExpiresIn)
+	if tr.RefreshToken == "" && tr.AccessToken != "" {
+		s.Access, s.AccessExp = tr.AccessToken, accessExp
+	}
 	u, err := newUser(s)
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadGateway, err)
@@ -119,7 +123,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 	if tr.AccessToken != "" {
 		ls := h.client.live.get(s.ID, now)
 		ls.mu.Lock()
-		ls.access, ls.accessExp = tr.AccessToken, expiry(h.client.now(), tr.ExpiresIn)
+		ls.access, ls.accessExp = tr.AccessToken, accessExp
 		ls.mu.Unlock()
 	}
 	u.cookie = h.client.sessions.Seal(sessionAAD, u.encode())

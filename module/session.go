@@ -31,6 +31,12 @@ type session struct {
 	Scopes    []string
 	Resources []string
 	StepUp    bool // the sign-in was such a second one
+
+	// A session without a refresh token carries the access token of its
+	// code exchange, for userinfo: no instance can get another, and the
+	// session ends with its ID token, when that one expires too.
+	Access    string
+	AccessExp int64 // unix seconds
 }
 
 // user is a decoded session with its claims, shared read-only between the

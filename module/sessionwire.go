@@ -20,8 +20,9 @@ import (
 //	token   ID (the session id)
 //	token   Refresh
 //	idToken
-//	uvarint flags (bit 0: StepUp)
+//	uvarint flags (bit 0: StepUp, bit 1: Access follows)
 //	list    Scopes, list Resources (what the sign-in asked for)
+//	token   Access, uvarint AccessExp (only with flag bit 1)
 //
 // A list is a uvarint count, then for each string a uvarint length and its
 // bytes. A token is 0x01, uvarint length and the bytes base64url (unpadded)
@@ -103,6 +104,9 @@ func appendAsked(b []byte, s session) []byte {
 	if s.StepUp {
 		flags |= 1
 	}
+	if s.Access != "" {
+		flags |= 2
+	}
 	b = binary.AppendUvarint(b, flags)
 	for _, list := range [][]string{s.Scopes, s.Resources} {
 		b = binary.AppendUvarint(b, uint64(len(list)))
@@ -110,6 +114,10 @@ func appendAsked(b []byte, s session) []byte {
 			b = binary.AppendUvarint(b, uint64(len(v)))
 			b = append(b, v...)
 		}
+	}
+	if s.Access != "" {
+		b = appendToken(b, s.Access)
+		b = binary.AppendUvarint(b, uint64(max(s.AccessExp, 0)))
 	}
 	return b
 }
@@ -245,12 +253,18 @@ func decodeSession(plain []byte) (session, error) {
 		s.IDToken = r.token()
 	}
 	flags := r.uvarint()
-	if flags > 1 {
+	if flags > 3 {
 		r.err = errBadPayload
 	}
 	s.StepUp = flags&1 != 0
 	s.Scopes = r.list()
 	s.Resources = r.list()
+	if flags&2 != 0 {
+		if s.Access = r.token(); s.Access == "" {
+			r.err = errBadPayload
+		}
+		s.AccessExp = r.uvarint()
+	}
 	if r.err != nil || len(r.b) != 0 {
 		return s, errBadPayload
 	}

@@ -21,6 +21,8 @@ func TestSessionWireRoundTrip(t *testing.T) {
 		{ID: "x", IDToken: strings.Replace(genuine, ".", "..", 1)},
 		{ID: "AB", IDToken: "AB.AB.AB"}, // non-canonical trailing bits
 		{ID: "x", IDToken: genuine, Scopes: []string{"email", "o:r", ""}, Resources: []string{"https://api.example.com"}, StepUp: true},
+		{ID: "x", IDToken: genuine, Access: randomString(43), AccessExp: 1764403600},
+		{ID: "x", IDToken: genuine, Access: "opaque, not base64", StepUp: true},
 		{},
 	} {
 		got, err := decodeSession(encodeSession(s))

@@ -23,6 +23,11 @@ func (c *client) userinfo(ctx context.Context, u *user) (map[string]any, *user, 
 	if c.now().Before(ls.retryAt) {
 		return nil, u, errBackoff
 	}
+	if ls.access == "" && u.s.Access != "" {
+		// Signed in on another instance, or before a restart, without a
+		// refresh token: the cookie brings the access token.
+		ls.access, ls.accessExp = u.s.Access, u.s.AccessExp
+	}
 	// Twice at most: a state adopted from another instance's rotation
 	// brings no access token, so the adopted refresh token is redeemed
 	// once more.
@@ -41,8 +46,8 @@ func (c *client) userinfo(ctx context.Context, u *user) (map[string]any, *user, 
 	}
 	if ls.access == "" || now >= ls.accessExp {
 		if u.s.Refresh == "" {
-			// Signed in on another instance (or before a restart), or
-			// its token expired, and nothing to get another with.
+			// Its token expired (the session ends with its ID token,
+			// about then), and nothing to get another with.
 			return nil, u, errNoAccessToken
 		}
 		return nil, u, errUnavailable
