@@ -175,7 +175,7 @@ func (h *Handler) serveUser(w http.ResponseWriter, r *http.Request, cs *cookieSe
 func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, cs *cookieSet) error {
 	u := h.readSession(r, cs)
 	for _, name := range attemptNames(r.Header, cs) {
-		expireAttempt(w, name, cs)
+		expireAttempt(w, r.Header, name, cs)
 	}
 	h.clearSession(w, r.Header, cs)
 	w.Header().Set("Cache-Control", "no-store")
