@@ -28,6 +28,13 @@ func (h *Handler) sealAttempt(a *attempt, name string, o CookieOptions) string {
 	return sealed
 }
 
+// fitsOneCookie reports whether writeCookie would write value as a single
+// cookie, without chunks.
+func fitsOneCookie(name, value string, o CookieOptions) bool {
+	_, looksChunked := chunkCount(value)
+	return len(value) <= chunkSize(name, o) && !looksChunked
+}
+
 // returnFallbacks lists ret, then shorter forms of it, ending with "/".
 func returnFallbacks(ret string) []string {
 	out := []string{ret}

@@ -215,13 +215,6 @@ func chunkSize(name string, o CookieOptions) int {
 	return min(maxCookieValue, maxSetCookieLine-len(setCookie(chunkName(name, maxChunks-1), "", o)))
 }
 
-// fitsOneCookie reports whether writeCookie would write value as a single
-// cookie, without chunks.
-func fitsOneCookie(name, value string, o CookieOptions) bool {
-	_, looksChunked := chunkCount(value)
-	return len(value) <= chunkSize(name, o) && !looksChunked
-}
-
 // clearCookie expires the cookie and all its chunks that the request
 // carries. The cookie itself is expired even if the request lacks it: a
 // cookie the browser did not send (another path, a race) is still removed.
