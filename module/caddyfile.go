@@ -172,7 +172,13 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "scopes":
 			err = list(&l.Scopes)
 		case "resources":
-			err = list(&l.Resources)
+			if err = list(&l.Resources); err == nil {
+				for _, res := range args {
+					if !validResource(res) {
+						return d.Errf("logto: option %q: %q is not an API resource indicator (an absolute URI such as https://api.example.com; placeholders are not expanded here)", opt, res)
+					}
+				}
+			}
 		case "prompt":
 			if err = atLeast(1); err == nil {
 				l.Prompt = strings.Join(args, " ")
@@ -239,7 +245,9 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				l.Headers[field] = args[1]
 			}
 		case "token_resource":
-			err = one(&l.TokenResource)
+			if err = one(&l.TokenResource); err == nil && !validResource(l.TokenResource) {
+				err = d.Errf("logto: option %q: %q is not an API resource indicator (an absolute URI such as https://api.example.com; placeholders are not expanded here)", opt, l.TokenResource)
+			}
 		case "organization":
 			err = one(&l.Organization)
 		case "require":

@@ -31,7 +31,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 		return h.noAttempt(w, r, cs)
 	}
 	// One use only: whatever happens next, this attempt is spent.
-	expireAttempt(w, name, cs)
+	expireAttempt(w, r.Header, name, cs)
 
 	if e := q.Get("error"); e != "" {
 		h.logger.Warn("Logto returned an error to the sign-in callback", zap.String("error", truncate(sanitizeCode(e), 64)),

@@ -189,8 +189,7 @@ func cookieLines(lines *[maxChunks]string, name, value string, o CookieOptions) 
 			return 0, errCookieValue
 		}
 	}
-	// Long names or paths leave less room for the value in a line.
-	size := min(maxCookieValue, maxSetCookieLine-len(setCookie(chunkName(name, maxChunks-1), "", o)))
+	size := chunkSize(name, o)
 	if size < minCookieValue {
 		return 0, errCookieTooLarge
 	}
@@ -208,6 +207,12 @@ func cookieLines(lines *[maxChunks]string, name, value string, o CookieOptions) 
 		lines[i] = setCookie(chunkName(name, i), whole[i*size:min((i+1)*size, len(whole))], o)
 	}
 	return n, nil
+}
+
+// chunkSize is the most value bytes one cookie of name carries: long names
+// or paths leave less room for the value in a line.
+func chunkSize(name string, o CookieOptions) int {
+	return min(maxCookieValue, maxSetCookieLine-len(setCookie(chunkName(name, maxChunks-1), "", o)))
 }
 
 // clearCookie expires the cookie and all its chunks that the request

@@ -175,7 +175,7 @@ func (h *Handler) serveUser(w http.ResponseWriter, r *http.Request, cs *cookieSe
 func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, cs *cookieSet) error {
 	u := h.readSession(r, cs)
 	for _, name := range attemptNames(r.Header, cs) {
-		expireAttempt(w, name, cs)
+		expireAttempt(w, r.Header, name, cs)
 	}
 	h.clearSession(w, r.Header, cs)
 	w.Header().Set("Cache-Control", "no-store")
@@ -219,9 +219,12 @@ func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, cs *cookieSet)
 // ended like any other.
 func (h *Handler) signOutSession(r *http.Request, u *user) {
 	c := h.client
-	if cur := c.live.get(u.s.ID, c.now().Unix()).cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
-		u = cur
-	}
+	ls := c.live.get(u.s.ID, c.now().Unix())
+	// Under the session's lock, so a refresh in flight here finishes (and
+	// its rotation is seen) before the token is chosen.
+	ls.mu.Lock()
+	u = h.newestForSignOut(r, ls, u)
+	ls.mu.Unlock()
 	if c.sessionEnded(u, c.now().Unix()) {
 		c.live.forget(u.s.ID)
 		return
@@ -236,4 +239,19 @@ func (h *Handler) signOutSession(r *http.Request, u *user) {
 		cancel()
 	}
 	h.logger.Info("user signed out", zap.String("user_id", u.sub))
+}
+
+// newestForSignOut is the newest state of u's session known anywhere: this
+// instance's, or a rotation another instance handed over through storage.
+// Revoking a refresh token already rotated away would leave the live grant
+// standing. If storage cannot be read, the newest state known here is used
+// (and the failure logged by adoptRotated). The caller holds ls.mu.
+func (h *Handler) newestForSignOut(r *http.Request, ls *liveSession, u *user) *user {
+	if cur := ls.cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
+		u = cur
+	}
+	if adopted, err := h.client.adoptRotated(context.WithoutCancel(r.Context()), u); err == nil && adopted != nil {
+		u = adopted
+	}
+	return u
 }

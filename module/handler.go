@@ -350,7 +350,7 @@ func (h *Handler) Validate() error {
 	if time.Duration(h.IdleTimeout) < 0 || time.Duration(h.SessionLifetime) < 0 || time.Duration(h.SignInTimeout) < 0 {
 		return errors.New("logto: durations must not be negative")
 	}
-	return nil
+	return h.checkResources()
 }
 
 // ServeHTTP serves the flow endpoints and gates everything else. A

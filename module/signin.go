@@ -213,10 +213,10 @@ func (h *Handler) startSignIn(w http.ResponseWriter, r *http.Request, cs *cookie
 		Params:      p,
 	}
 	h.pruneAttempts(w, r, cs)
-	plain, _ := json.Marshal(a)
+	name := cs.attempt + attemptID(a.State)
 	o := cs.opts
 	o.MaxAge = h.attemptCookieLife()
-	if err := writeCookie(w.Header(), r.Header, cs.attempt+attemptID(a.State), h.client.attempts.Seal(attemptAAD, plain), o); err != nil {
+	if err := writeCookie(w.Header(), r.Header, name, h.sealAttempt(&a, name, o), o); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 
@@ -261,7 +261,7 @@ func (h *Handler) startSignIn(w http.ResponseWriter, r *http.Request, cs *cookie
 	} else {
 		target += "?" + q.Encode()
 	}
-	h.logger.Debug("sending browser to Logto to sign in", zap.String("return", truncate(returnTo, 200)))
+	h.logger.Debug("sending browser to Logto to sign in", zap.String("return", truncate(a.Return, 200)))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target, http.StatusFound)
 	return nil
@@ -307,7 +307,7 @@ func (h *Handler) pruneAttempts(w http.ResponseWriter, r *http.Request, cs *cook
 	}
 	slices.SortFunc(all, func(a, b aged) int { return int(a.created - b.created) })
 	for _, a := range all[:len(all)-(maxAttempts-1)] {
-		expireAttempt(w, a.name, cs)
+		expireAttempt(w, r.Header, a.name, cs)
 	}
 }
 
@@ -333,10 +333,13 @@ func attemptNames(req http.Header, cs *cookieSet) []string {
 	return out
 }
 
-// expireAttempt removes an attempt cookie. Attempts are never chunked, so
-// unlike clearCookie it does not search the request for chunks.
-func expireAttempt(w http.ResponseWriter, name string, cs *cookieSet) {
-	w.Header().Add("Set-Cookie", expiredCookie(name, cs.opts))
+// expireAttempt removes an attempt cookie and the chunks of it that req
+// carries. sealAttempt keeps attempts to one cookie by shortening the
+// return URL, but what the sign-in asks for (the application's scopes and
+// resources) and the request's sign-in parameters can still make one
+// chunk, and a chunk left behind would ride on every request for an hour.
+func expireAttempt(w http.ResponseWriter, req http.Header, name string, cs *cookieSet) {
+	clearCookie(w.Header(), req, name, cs.opts)
 }
 
 // siteURL is the scheme and host the browser sees this site at.

@@ -59,6 +59,12 @@ const (
 	idpInvalidGrant       // 400 invalid_grant
 )
 
+// oauthRefusal is an OAuth error answer of the token endpoint.
+type oauthRefusal struct {
+	status     int
+	code, desc string
+}
+
 type fakeGrant struct {
 	id        string
 	sub       string
@@ -102,8 +108,11 @@ type fakeIdP struct {
 	refreshDelay time.Duration // delay on refresh grants, to widen races
 	slowDelay    time.Duration // how long idpSlow waits
 	failMode     atomic.Int32  // idpOK, idp500, ...
-	down         atomic.Bool   // every endpoint answers 503
-	requests     atomic.Int64  // every request, answered or not
+	// refuseWith, when set, makes the token endpoint answer every grant
+	// with this OAuth error (checked before failMode).
+	refuseWith atomic.Pointer[oauthRefusal]
+	down       atomic.Bool  // every endpoint answers 503
+	requests   atomic.Int64 // every request, answered or not
 	// permissions a resource (or "urn:logto:organization:<id>") grants the
 	// user; a token carries those that were also asked for at sign-in.
 	permissions map[string][]string
@@ -435,6 +444,10 @@ func (idp *fakeIdP) serveToken(w http.ResponseWriter, r *http.Request) {
 
 // failure answers per the failure mode and reports whether it did.
 func (idp *fakeIdP) failure(w http.ResponseWriter, r *http.Request) bool {
+	if ref := idp.refuseWith.Load(); ref != nil {
+		oauthError(w, ref.status, ref.code, ref.desc)
+		return true
+	}
 	switch idp.failMode.Load() {
 	case idp500:
 		w.Header().Set("Content-Type", "text/html")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -18,6 +19,23 @@ var errSessionEnded = errors.New("logto: session ended by the identity provider"
 // errTokenDenied means Logto refused a token for a resource or organization
 // the user has no right to.
 var errTokenDenied = errors.New("logto: token denied")
+
+// isTokenRefusal reports whether Logto's answer to a resource or
+// organization token request means "this user may not have this token":
+// the grant lacks the resource or organization (invalid_target, which the
+// step-up relies on), or Logto refuses access or the scopes. Any other
+// OAuth error (invalid_client, a 429 with a JSON body, ...) is Logto or
+// this configuration failing, not the user.
+func isTokenRefusal(te *TokenError) bool {
+	if te.Status == http.StatusTooManyRequests {
+		return false
+	}
+	switch te.Code {
+	case "invalid_target", "access_denied", "invalid_scope":
+		return true
+	}
+	return false
+}
 
 // refreshRetry is how long a session waits before asking Logto again after
 // Logto failed to answer a refresh; meanwhile the session keeps working on
@@ -241,7 +259,13 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 			c.revoked.add(ctx, revokeSession, u.s.ID, u.s.Expires)
 			return nil, nil, errSessionEnded
 		case errors.As(err, &te) && (key.resource != "" || key.org != ""):
-			return nil, nil, fmt.Errorf("%w: %w", errTokenDenied, err)
+			if isTokenRefusal(te) {
+				return nil, nil, fmt.Errorf("%w: %w", errTokenDenied, err)
+			}
+			// invalid_client, 429 and the like say nothing about the
+			// user's rights: an upstream failure (502, with back-off),
+			// not a 403 that sends every request to Logto again.
+			return nil, nil, fmt.Errorf("%w: %w", errUnavailable, err)
 		}
 		return nil, nil, err
 	}
