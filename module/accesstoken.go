@@ -45,6 +45,15 @@ type bearerToken struct {
 // placeholder serves {http.auth.user.*} for a bearer request: the token's
 // sub as id, its other claims (client_id, scope, organization_id, ...)
 // by name; the token's own protocol claims (iss, aud, exp, ...) are empty.
+// orgs is the organization the token is for, as require organization
+// reads it: a token belongs to at most one.
+func (t *bearerToken) orgs() []string {
+	if t.org == "" {
+		return nil
+	}
+	return []string{t.org}
+}
+
 func (t *bearerToken) placeholder(key string) (any, bool) {
 	name, ok := strings.CutPrefix(key, "http.auth.user.")
 	if !ok {

@@ -211,7 +211,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 		return h.forbidden(u, reason)
 	}
 	claimList := func(name string) []string {
-		return claimStrings(map[string]any{name: claim(name)}, name)
+		return stringsOf(claim(name))
 	}
 
 	if h.Organization != "" {
@@ -259,42 +259,53 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 		ra.token, scopes = at.token, at.scopes
 	}
 
+	who := subject{claim: claim, orgs: func() []string { return claimList("organizations") }, scopes: scopes, org: ra.org}
 	for _, rule := range h.Require {
-		ok := false
-		switch rule.Kind {
-		case "role":
-			ok = intersects(claimList("roles"), rule.Values)
-		case "scope":
-			ok = intersects(scopes, rule.Values)
-		case "organization":
-			orgs := claimList("organizations")
-			if len(rule.Values) == 0 {
-				ok = slices.Contains(orgs, ra.org)
-			} else {
-				ok = intersects(orgs, rule.Values)
-			}
-		case "organization_role":
-			for _, e := range claimList("organization_roles") {
-				org, role, _ := strings.Cut(e, ":")
-				if org == ra.org && slices.Contains(rule.Values, role) {
-					ok = true
-					break
-				}
-			}
-		case "claim":
-			v := claim(rule.Claim)
-			if list, isList := v.([]any); isList {
-				ok = intersects(claimStrings(map[string]any{"v": list}, "v"), rule.Values)
-			} else {
-				ok = v != nil && slices.Contains(rule.Values, claimString(v))
-			}
-		}
-		if !ok {
+		if !ruleMet(rule, who) {
 			return nil, deny("require " + rule.Kind + " not met")
 		}
 	}
 	ra.u = u
 	return ra, nil
+}
+
+// subject is what require rules read, of a signed-in user or of an access
+// token.
+type subject struct {
+	claim  func(name string) any // a claim; read lazily, it may cost a userinfo call
+	orgs   func() []string       // the organizations it belongs to
+	scopes []string              // the route token's permissions
+	org    string                // the route's organization
+}
+
+// ruleMet reports whether one require rule holds for who. Sessions and
+// access tokens are judged by this one function, so the two cannot drift.
+func ruleMet(rule Rule, who subject) bool {
+	switch rule.Kind {
+	case "role":
+		return intersects(stringsOf(who.claim("roles")), rule.Values)
+	case "scope":
+		return intersects(who.scopes, rule.Values)
+	case "organization":
+		if len(rule.Values) == 0 {
+			return who.org != "" && slices.Contains(who.orgs(), who.org)
+		}
+		return intersects(who.orgs(), rule.Values)
+	case "organization_role":
+		for _, e := range stringsOf(who.claim("organization_roles")) {
+			if org, role, _ := strings.Cut(e, ":"); org == who.org && slices.Contains(rule.Values, role) {
+				return true
+			}
+		}
+		return false
+	case "claim":
+		v := who.claim(rule.Claim)
+		if list, isList := v.([]any); isList {
+			return intersects(stringsOf(list), rule.Values)
+		}
+		return v != nil && slices.Contains(rule.Values, claimString(v))
+	}
+	return false
 }
 
 func (h *Handler) forbidden(u *user, reason string) error {

@@ -226,39 +226,13 @@ func (h *Handler) authorizeBearer(w http.ResponseWriter, repl *caddy.Replacer, t
 			return bearerFail(w, http.StatusUnauthorized, "invalid_token", "the access token is not for this organization", "")
 		}
 	}
+	who := subject{claim: func(name string) any { return tok.claims[name] }, orgs: tok.orgs, scopes: tok.scopes, org: org}
 	for _, rule := range h.Require {
-		ok := false
-		switch rule.Kind {
-		case "scope":
-			ok = intersects(tok.scopes, rule.Values)
-			if !ok {
-				return h.bearerForbidden(w, tok, "require scope not met", strings.Join(rule.Values, " "))
-			}
-		case "role":
-			ok = intersects(claimStrings(tok.claims, "roles"), rule.Values)
-		case "organization":
-			if len(rule.Values) == 0 {
-				ok = org != "" && tok.org == org
-			} else {
-				ok = slices.Contains(rule.Values, tok.org)
-			}
-		case "organization_role":
-			for _, e := range claimStrings(tok.claims, "organization_roles") {
-				o, role, _ := strings.Cut(e, ":")
-				if o == org && slices.Contains(rule.Values, role) {
-					ok = true
-					break
-				}
-			}
-		case "claim":
-			v := tok.claims[rule.Claim]
-			if list, isList := v.([]any); isList {
-				ok = intersects(claimStrings(map[string]any{"v": list}, "v"), rule.Values)
-			} else {
-				ok = v != nil && slices.Contains(rule.Values, claimString(v))
-			}
-		}
-		if !ok {
+		switch {
+		case ruleMet(rule, who):
+		case rule.Kind == "scope":
+			return h.bearerForbidden(w, tok, "require scope not met", strings.Join(rule.Values, " "))
+		default:
 			return h.bearerForbidden(w, tok, "require "+rule.Kind+" not met", "")
 		}
 	}

@@ -177,10 +177,10 @@ func claimString(v any) string {
 	}
 }
 
-// claimStrings reads a claim that holds a list of strings (roles,
-// organizations, organization_roles) or one string.
-func claimStrings(claims map[string]any, name string) []string {
-	switch v := claims[name].(type) {
+// stringsOf is a claim's value as a list of strings: a string alone, or
+// the strings of a list.
+func stringsOf(v any) []string {
+	switch v := v.(type) {
 	case string:
 		return []string{v}
 	case []any:
