@@ -236,18 +236,16 @@ func (h *Handler) liveUser(w http.ResponseWriter, r *http.Request, cs *cookieSet
 }
 
 // touch returns the session with its last activity set to now, sealed
-// anew (or u itself should that fail), for the idle timeout.
+// anew, for the idle timeout.
 //
 //go:noinline
 func (h *Handler) touch(u *user, now int64) *user {
 	c := h.client
-	s := u.s
-	s.Idle = max(s.Idle, now-s.Seen)
-	s.Seen = now
-	nu, err := newUser(s)
-	if err != nil {
-		return u
-	}
+	// Only the activity fields change; the claims and what is derived
+	// from them are shared (a user is read-only once made).
+	nu := new(*u)
+	nu.s.Idle = max(u.s.Idle, now-u.s.Seen)
+	nu.s.Seen = now
 	nu.cookie = c.sessions.Seal(sessionAAD, nu.encode())
 	c.users.put(nu.cookie, nu)
 	return nu
