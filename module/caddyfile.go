@@ -151,7 +151,7 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err = list(&l.CookieSecrets); err == nil {
 				for _, sec := range l.CookieSecrets {
 					// Placeholders are checked when expanded, at provision.
-					if !strings.Contains(sec, "{") && len(sec) < minCookieSecret {
+					if !hasPlaceholder(sec) && len(sec) < minCookieSecret {
 						err = d.Errf("logto: option %q: a secret of %d bytes is too short; use at least %d random bytes, e.g. the output of `openssl rand -base64 32`", opt, len(sec), minCookieSecret)
 						break
 					}

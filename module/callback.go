@@ -35,7 +35,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 
 	if e := q.Get("error"); e != "" {
 		h.logger.Warn("Logto returned an error to the sign-in callback", zap.String("error", truncate(sanitizeCode(e), 64)),
-			zap.String("error_description", truncate(sanitizeText(q.Get("error_description")), 200)))
+			zap.String("error_description", sanitizeText(q.Get("error_description"))))
 		return caddyhttp.Error(http.StatusUnauthorized, errors.New("logto: sign-in was not completed: "+truncate(sanitizeCode(e), 64)))
 	}
 	now := h.client.now().Unix()

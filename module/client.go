@@ -119,11 +119,13 @@ func (c *client) Destruct() error {
 func (c *client) key() string { return c.poolKey }
 
 // maxCachedUsers bounds the decoded-session cache. A miss costs one cookie
-// decryption and a JSON decode, so the bound trades memory for nothing worse.
+// decryption, an inflate and the ID token's claims parsed (and, for a
+// token this process has not verified, a signature check), so the bound
+// trades memory for nothing worse.
 const maxCachedUsers = 20000
 
 // userCache maps sealed cookie values to decoded sessions so the hot path
-// neither decrypts nor parses JSON for a cookie it has seen.
+// neither decrypts nor decodes a cookie it has seen.
 type userCache struct {
 	mu  sync.RWMutex
 	max int

@@ -13,8 +13,7 @@ const sessionAAD = "session"
 // cookieSet is the names and attributes of the module's cookies for one
 // kind of request (HTTPS or plain HTTP).
 type cookieSet struct {
-	prefix  string // every module cookie starts with it
-	session string
+	session string // the session cookie; every module cookie's name starts with it
 	attempt string // prefix of the per-attempt sign-in cookies
 	opts    CookieOptions
 }
@@ -24,7 +23,6 @@ type cookieJarNames struct{ secure, plain cookieSet }
 func newCookieNames(base string) cookieJarNames {
 	mk := func(prefix string, secure bool) cookieSet {
 		return cookieSet{
-			prefix:  prefix,
 			session: prefix,
 			attempt: prefix + "-signin-",
 			opts:    CookieOptions{Secure: secure, Path: "/", SameSite: http.SameSiteLaxMode},

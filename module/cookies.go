@@ -80,7 +80,8 @@ type CookieOptions struct {
 // absent, or chunked with chunks missing, empty or too long.
 //
 // The single-chunk case returns a substring of the header and does not
-// allocate; the headers are scanned once whatever their size. It runs on
+// allocate, scanning the headers once; a chunked cookie costs a second
+// scan (readChunks) and the reassembled value. It runs on
 // every request, deep in Caddy's middleware chain, so it keeps a small
 // stack frame and leaves chunks to readChunks: a frame that pushes the
 // request's goroutine past its stack size costs a stack copy, again after

@@ -639,3 +639,8 @@ func TestStripKeepsApplicationCookies(t *testing.T) {
 		}
 	}
 }
+
+// stripCookies strips the cookies whose name has prefix.
+func stripCookies(h http.Header, prefix string) {
+	stripMatching(h, func(n string) bool { return strings.HasPrefix(n, prefix) }, nil)
+}

@@ -9,22 +9,17 @@ import (
 // what follows the gate (a file server, an upstream app, handle_errors):
 // the session holds the user's tokens.
 
-// stripCookies removes from the request every cookie whose name has the
-// given prefix (the module's session, its chunks, sign-in transaction
-// cookies), so they are never forwarded upstream. Other cookies are kept
+// stripMatching removes from the request every cookie whose name match
+// accepts (the module's session, its chunks, sign-in transaction cookies),
+// so they are never forwarded upstream. Other cookies are kept
 // byte-for-byte and in order; a Cookie line with nothing left is dropped,
 // and the header is deleted when no line is left.
 //
 // A part without '=' counts as a cookie named by the whole part: some
-// servers parse it that way, so it is stripped if it has the prefix.
+// servers parse it that way, so it is stripped if match accepts that.
 //
-// It does not allocate when no cookie has the prefix. The header's slice is
+// It does not allocate when no cookie matches. The header's slice is
 // replaced, not modified, since it may be shared with a copy of the header.
-func stripCookies(h http.Header, prefix string) {
-	stripMatching(h, func(n string) bool { return strings.HasPrefix(n, prefix) }, nil)
-}
-
-// stripMatching is stripCookies for the cookies whose name match accepts.
 // buf is as for cookieScan.strip.
 func stripMatching(h http.Header, match func(string) bool, buf *[1]string) {
 	var sc cookieScan

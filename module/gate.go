@@ -161,7 +161,7 @@ func (h *Handler) setHeaders(r *http.Request, repl *caddy.Replacer, st *requestS
 // ownsCookie reports whether a cookie is one of the module's, under either
 // name (HTTPS or plain HTTP): one pass over the header strips both.
 func (h *Handler) ownsCookie(name string) bool {
-	return ownsCookie(name, h.cookie.secure.prefix) || ownsCookie(name, h.cookie.plain.prefix)
+	return ownsCookie(name, h.cookie.secure.session) || ownsCookie(name, h.cookie.plain.session)
 }
 
 // signInFirst answers a request that needs a user it does not have. A
@@ -270,7 +270,7 @@ func (h *Handler) sessionOf(ctx context.Context, value string, ok bool) *user {
 }
 
 // openSession decrypts and decodes a session cookie not seen before, and
-// caches the result. It is kept out of readSession, which runs on every
+// caches the result. It is kept out of sessionOf, which runs on every
 // request, so that the hot path's stack frames stay small.
 //
 //go:noinline

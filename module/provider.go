@@ -17,7 +17,7 @@ import (
 
 // discoveryTTL is how long a fetched discovery document is trusted before it
 // is fetched again on next use. Logto's endpoints practically never move;
-// keys rotate, but go-oidc's remote key set refetches on an unknown kid.
+// keys rotate, but the key set (keys.go) refetches on an unknown kid.
 const discoveryTTL = 24 * time.Hour
 
 // discoveryRetry bounds how often a failing discovery is retried, so a Logto

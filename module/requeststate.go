@@ -24,7 +24,7 @@ type requestState struct {
 	headers nameSet      // identity headers logto handlers set
 
 	// line holds the stripped Cookie header's one line for the first
-	// logto handler that strips it (see stripMatching); lineTaken keeps a
+	// logto handler that strips it (see cookieScan.strip); lineTaken keeps a
 	// later one from rewriting a slice the request's header may still hold.
 	line      [1]string
 	lineTaken bool
