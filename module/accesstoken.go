@@ -3,21 +3,16 @@ package logto
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/sha512"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"hash/maphash"
-	"math/big"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
 )
 
 // maxBearerToken bounds the access tokens looked at; Logto's are under 1 KB.
@@ -177,7 +172,7 @@ func (c *client) verifyBearer(ctx context.Context, raw string, accept func(aud s
 	if err != nil {
 		return nil, err
 	}
-	if !verifyJWS(jws.header.Alg, pub, jws.signingInput, jws.signature) {
+	if !verifySignature(ctx, raw, pub) {
 		return nil, errTokenSignature
 	}
 	t.raw = raw
@@ -253,7 +248,7 @@ func newBearerToken(claims map[string]any) (*bearerToken, error) {
 	return t, nil
 }
 
-// jws is a compact JWS split and decoded, not yet verified.
+// jws is a compact JWS's header and claims, decoded, not yet verified.
 type jws struct {
 	header struct {
 		Alg  string   `json:"alg"`
@@ -261,9 +256,7 @@ type jws struct {
 		Kid  string   `json:"kid"`
 		Crit []string `json:"crit"`
 	}
-	claims       map[string]any
-	signingInput []byte
-	signature    []byte
+	claims map[string]any
 }
 
 func parseJWS(raw string) (*jws, error) {
@@ -272,14 +265,13 @@ func parseJWS(raw string) (*jws, error) {
 	if !ok1 || !ok2 || strings.Contains(sig, ".") || h == "" || payload == "" || sig == "" {
 		return nil, errTokenMalformed
 	}
-	b64 := base64.RawURLEncoding.Strict()
 	hb, err1 := b64.DecodeString(h)
 	pb, err2 := b64.DecodeString(payload)
-	sb, err3 := b64.DecodeString(sig)
+	_, err3 := b64.DecodeString(sig)
 	if err1 != nil || err2 != nil || err3 != nil {
 		return nil, errTokenMalformed
 	}
-	j := &jws{signingInput: []byte(raw[:len(h)+1+len(payload)]), signature: sb}
+	j := &jws{}
 	if json.Unmarshal(hb, &j.header) != nil || j.header.Alg == "" {
 		return nil, errTokenMalformed
 	}
@@ -291,46 +283,14 @@ func parseJWS(raw string) (*jws, error) {
 	return j, nil
 }
 
-// verifyJWS checks one signature with one key, for the asymmetric
-// algorithms Logto signs with; anything else (none, HS256 keyed with a
-// public key) fails here as well as on the algorithm list.
-func verifyJWS(alg string, pub crypto.PublicKey, input, sig []byte) bool {
+// verifySignature checks raw's signature with pub, with go-jose as every
+// other signature the module checks. The algorithm was checked against
+// the tenant's before, and go-jose refuses none and a symmetric algorithm
+// keyed with a public key.
+func verifySignature(ctx context.Context, raw string, pub crypto.PublicKey) bool {
 	sigChecks.Add(1)
-	switch alg {
-	case "ES256", "ES384", "ES512":
-		k, ok := pub.(*ecdsa.PublicKey)
-		if !ok {
-			return false
-		}
-		var digest []byte
-		var curve elliptic.Curve
-		switch alg {
-		case "ES256":
-			d := sha256.Sum256(input)
-			digest, curve = d[:], elliptic.P256()
-		case "ES384":
-			d := sha512.Sum384(input)
-			digest, curve = d[:], elliptic.P384()
-		default:
-			d := sha512.Sum512(input)
-			digest, curve = d[:], elliptic.P521()
-		}
-		size := (curve.Params().BitSize + 7) / 8
-		if k.Curve != curve || len(sig) != 2*size {
-			return false
-		}
-		r := new(big.Int).SetBytes(sig[:size])
-		s := new(big.Int).SetBytes(sig[size:])
-		return ecdsa.Verify(k, digest, r, s)
-	case "RS256":
-		k, ok := pub.(*rsa.PublicKey)
-		if !ok {
-			return false
-		}
-		d := sha256.Sum256(input)
-		return rsa.VerifyPKCS1v15(k, crypto.SHA256, d[:], sig) == nil
-	}
-	return false
+	_, err := (&oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{pub}}).VerifySignature(ctx, raw)
+	return err == nil
 }
 
 // bearerCache maps a hash of an access token to the token verified, until
