@@ -51,6 +51,9 @@ func TestRouteTokenRefusalsAre403(t *testing.T) {
 		{http.StatusBadRequest, "invalid_target", "resource not granted"},
 		{http.StatusForbidden, "access_denied", "no"},
 		{http.StatusBadRequest, "invalid_scope", "scope not granted"},
+		// What Logto answers an organization token request whose grant
+		// lacks the organizations scope.
+		{http.StatusForbidden, "insufficient_scope", "Token missing scope `urn:logto:scope:organizations`."},
 	} {
 		t.Run(ref.code, func(t *testing.T) {
 			idp := newFakeIdP(t)

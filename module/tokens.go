@@ -23,7 +23,10 @@ var errTokenDenied = errors.New("logto: token denied")
 // isTokenRefusal reports whether Logto's answer to a resource or
 // organization token request means "this user may not have this token":
 // the grant lacks the resource or organization (invalid_target, which the
-// step-up relies on), or Logto refuses access or the scopes. Any other
+// step-up relies on), the user is not in the organization (access_denied),
+// or the grant lacks the scope a token needs (insufficient_scope: an
+// organization token without the organizations scope) or was asked for
+// scopes it may not have (invalid_scope). Any other
 // OAuth error (invalid_client, a 429 with a JSON body, ...) is Logto or
 // this configuration failing, not the user.
 func isTokenRefusal(te *TokenError) bool {
@@ -31,7 +34,7 @@ func isTokenRefusal(te *TokenError) bool {
 		return false
 	}
 	switch te.Code {
-	case "invalid_target", "access_denied", "invalid_scope":
+	case "invalid_target", "access_denied", "insufficient_scope", "invalid_scope":
 		return true
 	}
 	return false
