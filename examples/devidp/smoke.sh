@@ -3,12 +3,15 @@
 # strictness): discovery, a full code flow, resource
 # and organization tokens, refresh-token rotation and reuse detection,
 # revocation, RP-initiated and back-channel logout, key rotation, failure
-# injection, the sign-in pages, 20 quick starts in a row, and
-# machine-to-machine apps (client credentials). Needs node and
-# curl; exits non-zero on the first failed check.
+# injection, the sign-in pages, ES256 and ES512 tenants, 20 quick starts in a
+# row, and machine-to-machine apps (client credentials). Needs node and curl;
+# exits non-zero on the first failed check.
 set -euo pipefail
 
 cd "$(dirname "$0")"
+# Every instance starts from the documented defaults plus what it sets itself:
+# strict-check.mjs checks Logto's default lifetimes on an instance given none.
+for v in "${!DEVIDP_@}"; do unset "$v"; done
 [ -d node_modules/oidc-provider ] || npm ci --no-audit --no-fund --loglevel=error
 
 TMP=$(mktemp -d)
@@ -219,6 +222,7 @@ expect "ID token claims" "$(jwt_part 1 "$IDT" | json '[d.iss,d.aud,d.sub,d.name,
 	"$ISSUER|$APP|$ALICE|Alice Park|alice|alice@example.com|true|admin|2|number|2"
 expect "ID token: sid (session required), no auth_time, no organization_data" "$(jwt_part 1 "$IDT" | json '[typeof d.sid, d.auth_time, d.organization_data].join("|")')" "string||"
 expect_match "ID token created_at in ms" "$(claim created_at "$IDT")" '^[0-9]{13}$'
+expect_match "ID token updated_at in ms" "$(claim updated_at "$IDT")" '^[0-9]{13}$'
 curl -sf -H "Authorization: Bearer $AT" "$ISSUER/me" >"$TMP/me.json"
 expect "userinfo (/oidc/me)" "$(ACME=$ACME json '[d.sub,d.name,d.organization_data.find(o=>o.id===process.env.ACME).name,d.organization_roles.includes(process.env.ACME+":admin")].join("|")' <"$TMP/me.json")" \
 	"$ALICE|Alice Park|Acme Inc.|true"
@@ -242,6 +246,8 @@ OAT=$(json d.access_token <"$TMP/t3.json")
 expect "organization token aud" "$(claim aud "$OAT")" "urn:logto:organization:$ACME"
 expect "organization token scope (acme admin)" "$(claim scope "$OAT")" "manage:members read:reports"
 expect "organization token header" "$(jwt_part 0 "$OAT" | json 'd.typ')" "at+jwt"
+verify_jwt "$OAT" "$ISSUER/jwks" || die "organization token signature"
+ok "organization token signature verifies with the JWKS (kid of the tenant's key)"
 expect "organization token (globex member)" "$(token "$TMP/t3.json" grant_type=refresh_token "refresh_token=$RT" "organization_id=$GLOBEX")" 200
 RT=$(json d.refresh_token <"$TMP/t3.json")
 expect "  scope read:reports" "$(claim scope "$(json d.access_token <"$TMP/t3.json")")" "read:reports"
@@ -424,6 +430,21 @@ stop_idp
 DEVIDP_PORT=0 DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=roles,organization_data node server.js >"$TMP/bad.out" 2>&1 && die "unknown extended claim accepted"
 expect "unknown extended claim refused" "$(grep -c 'not an extended claim: organization_data' "$TMP/bad.out")" 1
 
+echo "== P-256 and P-521 tenants (DEVIDP_ALG=ES256, ES512)"
+for pair in ES256/P-256 ES512/P-521; do
+	start_idp "idp-${pair%/*}" DEVIDP_ALG="${pair%/*}" DEVIDP_CLIENT_ID=$APP DEVIDP_CLIENT_SECRET=$SECRET DEVIDP_REDIRECT_URIS="$REDIRECT_URI"
+	ISSUER="$BASE/oidc"
+	expect "${pair%/*}: discovery and JWKS" "$(curl -sf "$ISSUER/.well-known/openid-configuration" | json 'd.id_token_signing_alg_values_supported.join()') $(curl -sf "$ISSUER/jwks" | json 'd.keys.map(k=>k.kty+"/"+k.crv+"/"+k.alg).join()')" \
+		"${pair%/*} EC/${pair#*/}/${pair%/*}"
+	authorize "$TMP/jar-${pair%/*}" "prompt=consent&scope=$(urlenc 'openid offline_access profile')" alice || die "${pair%/*} sign-in"
+	exchange "$CB" "$TMP/alg.json" >/dev/null
+	IDT=$(json d.id_token <"$TMP/alg.json")
+	expect "${pair%/*}: ID token alg" "$(jwt_part 0 "$IDT" | json d.alg)" "${pair%/*}"
+	verify_jwt "$IDT" "$ISSUER/jwks" || die "${pair%/*} ID token signature"
+	ok "${pair%/*}: ID token signature verifies with the JWKS"
+	stop_idp
+done
+
 echo "== 20 starts in a row"
 slowest=0
 for i in $(seq 1 20); do
@@ -462,7 +483,7 @@ ok "  signed by the tenant's key"
 expect "  sub = client_id = the app" "$(claim sub "$AT") $(claim client_id "$AT")" "$M2M_ID $M2M_ID"
 expect "  aud is the indicator (one string)" "$(jwt_part 1 "$AT" | json 'typeof d.aud+" "+d.aud')" "string https://api.example.com"
 expect "  claims" "$(jwt_part 1 "$AT" | json 'Object.keys(d).sort().join(" ")')" "aud client_id exp iat iss jti scope sub"
-expect "  lifetime" "$(jwt_part 1 "$AT" | json 'd.exp-d.iat')" "3600"
+expect "  lifetime: exp - iat and expires_in" "$(jwt_part 1 "$AT" | json 'd.exp-d.iat') $(json d.expires_in <"$TMP/m1.json")" "3600 3600"
 expect "nothing asked: no scope claim, no scope in the answer" "$(cc "$TMP/m2.json" "$M2M_ID" "$M2M_SECRET" resource=https://api.example.com) $(json '"scope" in d' <"$TMP/m2.json") $(jwt_part 1 "$(json d.access_token <"$TMP/m2.json")" | json '"scope" in d')" "200 false false"
 expect "app without a role: no scope claim" "$(cc "$TMP/m3.json" "$NOROLE_ID" "$NOROLE_SECRET" resource=https://api.example.com scope=read:docs) $(jwt_part 1 "$(json d.access_token <"$TMP/m3.json")" | json '"scope" in d')" "200 false"
 expect "no resource: invalid_target" "$(cc "$TMP/m4.json" "$M2M_ID" "$M2M_SECRET" scope=read:docs) $(json d.error <"$TMP/m4.json") $(json d.error_description <"$TMP/m4.json")" \

@@ -270,5 +270,69 @@ const INVALID_TARGET = {
   expect('restored resource: the grant gets its token again', [back.status, decodeJwt(back.body.access_token).payload.scope], [200, 'read:docs']);
 }
 
+// --- defaults: lifetimes, token shapes, the answer's scope ----------------------
+// smoke.sh starts this instance with no DEVIDP_* variables, so what is checked
+// here are the dev IdP's defaults, which must be Logto's.
+
+const lifetime = (jwt) => { const { payload } = decodeJwt(jwt); return payload.exp - payload.iat; };
+const OPAQUE_43 = /^[A-Za-z0-9_-]{43}$/;
+
+{
+  const jar = flow.jar();
+  const base = `openid offline_access profile ${ORGS}`;
+  const t = await flow.signInAndExchange({ jar, user: 'alice', scope: `${base} read:docs manage:members`, resources: [API, ORG_RESOURCE] });
+  expect('default ID token lifetime: exp - iat = 3600 s', lifetime(t.id_token), 3600);
+  expect('refresh token: opaque, 43 characters (not a JWT)', [OPAQUE_43.test(t.refresh_token), t.refresh_token.split('.').length], [true, 1]);
+  expect(`code exchange without resource: scope lists the OIDC scopes asked and granted, no ${ORG_ROLES}, no permissions`,
+    sorted(t.scope.split(' ')), sorted(base.split(' ')));
+  const intro = await fetch(`${ISSUER}/token/introspection`, {
+    method: 'POST',
+    headers: {
+      authorization: `Basic ${Buffer.from(`${flow.clientId}:${flow.secret}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: new URLSearchParams({ token: t.refresh_token }),
+  });
+  const rt = await intro.json();
+  expect('default refresh token lifetime (introspection): 14 days', [intro.status, rt.active, rt.exp - rt.iat], [200, true, 14 * 24 * 3600]);
+
+  const r = await flow.token({ grant_type: 'refresh_token', refresh_token: t.refresh_token });
+  expect('refresh (confidential client, before 70 % of the lifetime): the same refresh token back',
+    [r.status, r.body.refresh_token === t.refresh_token], [200, true]);
+  expect('refresh without resource: a fresh ID token of 3600 s, scope as at sign-in',
+    [lifetime(r.body.id_token), sorted(r.body.scope.split(' '))], [3600, sorted(base.split(' '))]);
+
+  const a = await flow.token({ grant_type: 'refresh_token', refresh_token: t.refresh_token, resource: API });
+  const at = decodeJwt(a.body.access_token).payload;
+  expect('default API resource token lifetime: exp - iat = expires_in = 3600 s', [at.exp - at.iat, a.body.expires_in], [3600, 3600]);
+  expect('API resource token: iss the issuer, sub the user, client_id the app; the answer\'s scope its permissions',
+    [at.iss, at.sub, at.client_id, a.body.scope], [ISSUER, id('alice'), flow.clientId, 'read:docs']);
+  expect('refresh with resource: an opaque refresh token still', OPAQUE_43.test(a.body.refresh_token), true);
+
+  const o = await flow.token({ grant_type: 'refresh_token', refresh_token: t.refresh_token, organization_id: ACME });
+  const ot = decodeJwt(o.body.access_token).payload;
+  expect('default organization token lifetime: exp - iat = expires_in = 3600 s', [ot.exp - ot.iat, o.body.expires_in], [3600, 3600]);
+  expect('organization token: iss the issuer, sub the user, client_id the app; the answer\'s scope its permissions',
+    [ot.iss, ot.sub, ot.client_id, o.body.scope], [ISSUER, id('alice'), flow.clientId, 'manage:members']);
+
+  const direct = await flow.signInAndExchange({ jar, scope: `${base} read:docs`, resources: [API], exchange: { resource: API } });
+  expect('code exchange with resource: exp - iat = expires_in = 3600 s', [lifetime(direct.access_token), direct.expires_in], [3600, 3600]);
+
+  const withRoles = await flow.signInAndExchange({ jar, scope: `${base} ${ORG_ROLES}` });
+  expect(`code exchange: scope lists ${ORG_ROLES} when asked for`, sorted(withRoles.scope.split(' ')), sorted([...base.split(' '), ORG_ROLES]));
+  const rr = await flow.token({ grant_type: 'refresh_token', refresh_token: withRoles.refresh_token });
+  expect(`refresh: scope lists ${ORG_ROLES} when it was asked for at sign-in`, sorted(rr.body.scope.split(' ')), sorted([...base.split(' '), ORG_ROLES]));
+  const again = await flow.signInAndExchange({ jar, scope: base });
+  const ar = await flow.token({ grant_type: 'refresh_token', refresh_token: again.refresh_token });
+  expect(`a later sign-in not asking for ${ORG_ROLES}: not in the exchange's or the refresh's scope (earlier grants do not leak)`,
+    [sorted(again.scope.split(' ')), sorted(ar.body.scope.split(' '))], [sorted(base.split(' ')), sorted(base.split(' '))]);
+  const narrow = await flow.token({ grant_type: 'refresh_token', refresh_token: again.refresh_token, scope: 'openid profile' });
+  expect('refresh asking for less scope: the answer lists only that', [narrow.status, sorted(narrow.body.scope.split(' '))], [200, 'openid profile']);
+
+  const noNonce = await flow.signInAndExchange({ jar, scope: base, nonce: null });
+  expect('no nonce in the authorization request (as Logto SDKs send): accepted, ID token without nonce',
+    [typeof noNonce.id_token, decodeJwt(noNonce.id_token).payload.nonce], ['string', undefined]);
+}
+
 receiver.close();
 process.stdout.write(`strict-check: ${passed} passed\n`);

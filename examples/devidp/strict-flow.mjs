@@ -66,6 +66,7 @@ export class Flow {
    */
   async authorizeRaw({
     jar, user, scope, resources = [], prompt = 'consent', extra = {},
+    nonce = `n-${Math.random().toString(36).slice(2)}`,
   }) {
     const url = new URL(`${this.issuer}/auth`);
     const q = url.searchParams;
@@ -74,7 +75,7 @@ export class Flow {
     q.set('response_type', 'code');
     q.set('scope', scope);
     q.set('state', `st-${Math.random().toString(36).slice(2)}`);
-    q.set('nonce', `n-${Math.random().toString(36).slice(2)}`);
+    if (nonce !== null) q.set('nonce', nonce); // null: no nonce, as Logto's SDKs
     if (prompt) q.set('prompt', prompt);
     for (const r of resources) q.append('resource', r);
     for (const [k, v] of Object.entries(extra)) q.set(k, v);
