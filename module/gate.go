@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -399,3 +403,374 @@ func (u *user) placeholder(key string) (any, bool) {
 }
 
 func errField(err error) zap.Field { return zap.Error(err) }
+
+// idTokenHeader is the header Logto's Protected App forwards the ID token
+// in; a client's copy is always removed, configured or not.
+var idTokenHeader = http.CanonicalHeaderKey("Logto-ID-Token")
+
+// requestState is what the logto handlers of one request share: several
+// blocks may match a request (a site-wide pass block and a stricter one for
+// /admin), and the first one removes the cookies the others need.
+type requestState struct {
+	cookies []string     // the Cookie header as the client sent it
+	auth    []string     // the Authorization header as the client sent it
+	client  *client      // the application user belongs to
+	user    *user        // the signed-in user, or nil
+	bearer  *bearerToken // the request's verified access token, or nil
+	headers nameSet      // identity headers logto handlers set
+
+	// line holds the stripped Cookie header's one line for the first
+	// logto handler that strips it (see cookieScan.strip); lineTaken keeps a
+	// later one from rewriting a slice the request's header may still hold.
+	line      [1]string
+	lineTaken bool
+}
+
+// lineBuf hands out st.line once per request, and nil after.
+func (st *requestState) lineBuf() *[1]string {
+	if st.lineTaken {
+		return nil
+	}
+	st.lineTaken = true
+	return &st.line
+}
+
+// nameSet is a small set of header names that does not allocate for the
+// few a configuration sets.
+type nameSet struct {
+	fixed [4]string
+	n     int
+	more  []string
+}
+
+func (s *nameSet) has(name string) bool {
+	for i := range s.n {
+		if s.fixed[i] == name {
+			return true
+		}
+	}
+	return slices.Contains(s.more, name)
+}
+
+func (s *nameSet) add(name string) {
+	if s.has(name) {
+		return
+	}
+	if s.n < len(s.fixed) {
+		s.fixed[s.n] = name
+		s.n++
+		return
+	}
+	s.more = append(s.more, name)
+}
+
+// stateVar names the request variable holding the requestState.
+const stateVar = "logto.request"
+
+// requestStateOf returns the request's state, creating it (first is true)
+// for the first logto handler of the request. It reads and writes Caddy's
+// variables map itself, as GetVar and SetVar would, so that the request's
+// context chain (a dozen values deep under Caddy) is walked once, not
+// twice, on every request.
+func requestStateOf(r *http.Request) (st *requestState, first bool) {
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if st, ok := vars[stateVar].(*requestState); ok {
+		return st, false
+	}
+	st = &requestState{cookies: r.Header["Cookie"], auth: r.Header["Authorization"]}
+	if vars != nil {
+		vars[stateVar] = st
+	}
+	return st, true
+}
+
+// String keeps {http.vars.logto.request} from printing cookies or tokens.
+func (st *requestState) String() string { return "" }
+
+// placeholder serves {http.auth.user.*} and {http.auth.logto.*}. For a
+// request without a user they are empty, not unknown: respond and other
+// handlers that keep unknown placeholders would print "{http.auth.user.id}".
+func (st *requestState) placeholder(key string) (any, bool) {
+	if t := st.bearer; t != nil {
+		if v, ok := t.placeholder(key); ok {
+			return v, true
+		}
+	} else if u := st.user; u != nil {
+		if v, ok := u.placeholder(key); ok {
+			return v, true
+		}
+	}
+	if strings.HasPrefix(key, "http.auth.user.") || strings.HasPrefix(key, "http.auth.logto.") {
+		return "", true
+	}
+	return nil, false
+}
+
+// userFor returns the signed-in user of the application, or nil. An
+// earlier logto handler of the same application may have found the user
+// already (a site-wide block and a stricter one for /admin). Either way,
+// the caller applies this block's own limits (withinLimits) where it
+// protects the request.
+//
+// first and found are what the gate's scan of the Cookie header found of
+// the session cookie: its first part, and whether there is one.
+func (h *Handler) userFor(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, cs *cookieSet, st *requestState, first string, found bool) (u *user) {
+	if st.user != nil && st.client == h.client {
+		return st.user
+	}
+	// Chunks, if any, are read from the header, not yet stripped.
+	value, ok := cookieValue(r.Header, cs.session, first, found)
+	if u = h.liveUser(w, r, cs, value, ok); u != nil {
+		if st.bearer != nil {
+			// An earlier block accepted an access token; this one judges
+			// the session, so the session's user replaces the token's
+			// identity, headers included (as gateBearer does the other
+			// way round).
+			dropIdentity(r, repl, st)
+			st.bearer = nil
+		}
+		st.client, st.user = h.client, u
+	}
+	return u
+}
+
+// withinLimits applies this block's session_lifetime and idle_timeout to
+// the user.
+func (h *Handler) withinLimits(u *user) bool {
+	return h.limitsHold(u, h.client.now().Unix())
+}
+
+// limitsHold checks the session against this block's session_lifetime and
+// idle_timeout.
+func (h *Handler) limitsHold(u *user, now int64) bool {
+	return withinLimits(u, now, int64(time.Duration(h.IdleTimeout)/time.Second), int64(time.Duration(h.SessionLifetime)/time.Second))
+}
+
+// withinLimits checks the session against an idle timeout and a lifetime,
+// in seconds (0: none; an application whose blocks are not known yet). Idle is the time since the last activity or,
+// should the session once have gone unused longer (activity another block
+// saw since does not undo that), that longest stretch. A session older
+// than the lifetime allows has lapsed too (a stricter block, or the config
+// shrank).
+func withinLimits(u *user, now, idle, lifetime int64) bool {
+	if idle > 0 && (now-u.s.Seen > idle || u.s.Idle > idle) {
+		return false
+	}
+	return lifetime <= 0 || now-u.s.Created/1000 <= lifetime
+}
+
+// dropIdentity takes back what earlier logto handlers of the request set
+// for a user this block does not accept (its own limits lapsed): their
+// identity headers and the route token and organization placeholders, so
+// the upstream of a block that treats the request as anonymous is not told
+// who it is.
+//
+//go:noinline
+func dropIdentity(r *http.Request, repl *caddy.Replacer, st *requestState) {
+	for i := range st.headers.n {
+		r.Header.Del(st.headers.fixed[i])
+	}
+	for _, name := range st.headers.more {
+		r.Header.Del(name)
+	}
+	st.headers = nameSet{}
+	repl.Delete("http.auth.logto.access_token")
+	repl.Delete("http.auth.logto.organization_id")
+}
+
+// appBlocks is what the logto blocks of one application must know of each
+// other. Several blocks may see one request (a site-wide block, a stricter
+// one for /admin), and the first to see it does work on behalf of all:
+// it tracks the session's activity for the strictest idle_timeout, and
+// removes the client's copy of every identity header any block sets, so
+// that no error path (a flow endpoint's 401, a 401 of the first block) takes
+// one on to handle_errors.
+type appBlocks struct {
+	mu     sync.Mutex
+	blocks map[*Handler]bool
+
+	// Read on every request, without locks.
+	minIdle atomic.Int64             // shortest idle_timeout of the blocks, seconds; 0: none
+	headers atomic.Pointer[[]string] // identity header names, Logto-ID-Token included
+
+	// The most lenient limits of the blocks, seconds: past them a session
+	// has ended for every block. maxIdle is 0 when some block has no
+	// idle_timeout.
+	maxIdle, maxLifetime atomic.Int64
+}
+
+// join registers h's idle timeout and headers with its application.
+func (a *appBlocks) join(h *Handler) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.blocks == nil {
+		a.blocks = map[*Handler]bool{}
+	}
+	a.blocks[h] = true
+	a.recompute()
+}
+
+// leave forgets h (its config was unloaded).
+func (a *appBlocks) leave(h *Handler) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.blocks, h)
+	a.recompute()
+}
+
+// recompute derives what requests read; the caller holds a.mu.
+func (a *appBlocks) recompute() {
+	var idle, maxIdle, lifetime int64
+	unlimited := false // some block has no idle_timeout
+	names := []string{idTokenHeader}
+	for h := range a.blocks {
+		s := int64(time.Duration(h.IdleTimeout) / time.Second)
+		if s > 0 && (idle == 0 || s < idle) {
+			idle = s
+		}
+		unlimited = unlimited || s <= 0
+		maxIdle = max(maxIdle, s)
+		lifetime = max(lifetime, int64(time.Duration(h.SessionLifetime)/time.Second))
+		for _, f := range h.headerUp {
+			if !slices.Contains(names, f.name) {
+				names = append(names, f.name)
+			}
+		}
+	}
+	if unlimited {
+		maxIdle = 0
+	}
+	a.minIdle.Store(idle)
+	a.maxIdle.Store(maxIdle)
+	a.maxLifetime.Store(lifetime)
+	a.headers.Store(&names)
+}
+
+// stripIdentity removes the client's copy of every identity header of the
+// application, keeping those an earlier logto handler of this request set
+// (st may be nil: none did).
+func (h *Handler) stripIdentity(r *http.Request, st *requestState) {
+	names := h.client.blocks.headers.Load()
+	if names == nil {
+		r.Header.Del(idTokenHeader)
+		return
+	}
+	for _, name := range *names {
+		if st == nil || !st.headers.has(name) {
+			r.Header.Del(name)
+		}
+	}
+}
+
+// headerField is a request header set for the handlers that follow.
+type headerField struct {
+	name, value string
+	// key is the placeholder when value is one and nothing else
+	// ("{http.auth.user.id}", the usual case): its value is then used as
+	// it is, where ReplaceAll would build a copy on every request.
+	key string
+}
+
+// expand is the field's value for this request, as ReplaceAll gives it.
+func (f headerField) expand(repl *caddy.Replacer) string {
+	if f.key != "" {
+		v, _ := repl.GetString(f.key) // ToString(nil) is "", as ReplaceAll makes an unknown one
+		return v
+	}
+	return repl.ReplaceAll(f.value, "")
+}
+
+// newHeaderField compiles a header_up field.
+func newHeaderField(name, value string) headerField {
+	f := headerField{name: http.CanonicalHeaderKey(name), value: value}
+	if key, ok := strings.CutPrefix(value, "{"); ok {
+		if key, ok = strings.CutSuffix(key, "}"); ok && key != "" &&
+			!strings.ContainsAny(key, `{}\`) && !strings.HasPrefix(key, "file.") {
+			// Braces or escapes inside, or {file.*} (which ReplaceAll
+			// memoizes), are left to ReplaceAll.
+			f.key = key
+		}
+	}
+	return f
+}
+
+// privateIfCookie makes a response that sets a cookie (a new, refreshed,
+// re-sealed or cleared session) uncacheable by shared caches: a CDN in front
+// of Caddy must never hand one user's session cookie to another. The
+// header is set now, for error responses written by handle_errors, and
+// again when the response is written, since what follows (an upstream, a
+// `header` directive) may set its own Cache-Control. Responses that set no
+// cookie are left alone, and cost one map lookup.
+func privateIfCookie(w http.ResponseWriter) http.ResponseWriter {
+	if !markPrivate(w.Header()) {
+		return w
+	}
+	return &privateWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+}
+
+// markPrivate forces Cache-Control private on a response that sets a
+// cookie, and reports whether it did.
+func markPrivate(h http.Header) bool {
+	if len(h["Set-Cookie"]) == 0 {
+		return false
+	}
+	forcePrivate(h)
+	return true
+}
+
+// privateWriter forces Cache-Control: private when the header is written.
+type privateWriter struct {
+	*caddyhttp.ResponseWriterWrapper
+	wrote bool
+}
+
+func (pw *privateWriter) WriteHeader(status int) {
+	if !pw.wrote && status >= 200 {
+		pw.wrote = true
+		forcePrivate(pw.Header())
+	}
+	pw.ResponseWriterWrapper.WriteHeader(status)
+}
+
+func (pw *privateWriter) Write(b []byte) (int, error) {
+	if !pw.wrote {
+		pw.WriteHeader(http.StatusOK)
+	}
+	return pw.ResponseWriterWrapper.Write(b)
+}
+
+func (pw *privateWriter) ReadFrom(r io.Reader) (int64, error) {
+	if !pw.wrote {
+		pw.WriteHeader(http.StatusOK)
+	}
+	return pw.ResponseWriterWrapper.ReadFrom(r)
+}
+
+// forcePrivate keeps what Cache-Control says for the browser (max-age,
+// no-cache, ...) but takes away what lets a shared cache store it.
+func forcePrivate(h http.Header) {
+	if v := h["Cache-Control"]; len(v) == 1 && (v[0] == "no-store" || v[0] == "private") {
+		return // already what the loop below would make of it
+	}
+	var keep []string
+	private := false
+	for _, line := range h.Values("Cache-Control") {
+		for _, d := range strings.Split(line, ",") {
+			d = strings.TrimSpace(d)
+			name, _, _ := strings.Cut(strings.ToLower(d), "=")
+			switch name {
+			case "":
+				continue
+			case "public", "s-maxage", "proxy-revalidate":
+				continue
+			case "private", "no-store":
+				private = true
+			}
+			keep = append(keep, d)
+		}
+	}
+	if !private {
+		keep = append([]string{"private"}, keep...)
+	}
+	h.Set("Cache-Control", strings.Join(keep, ", "))
+}
