@@ -6,7 +6,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -375,4 +377,173 @@ func (s *jwks) lookup(kid string) crypto.PublicKey {
 		return nil
 	}
 	return s.byKid[kid]
+}
+
+// The tenant's keys, as last fetched, are kept in Caddy's storage so that
+// an instance started while Logto is unreachable can still verify the
+// sessions it is shown (verify.go) instead of signing everyone out. They
+// are sealed with the session key: whoever can write to storage but does
+// not hold the cookie key cannot slip in a key of their own.
+
+// keysAAD binds the sealed key set to its purpose.
+const keysAAD = "tenant keys"
+
+// keyCache writes a fetched key set to storage when it changed.
+type keyCache struct {
+	mu   sync.Mutex
+	last [32]byte
+}
+
+// keysKey names the saved keys per client (endpoint, app and cookie keys),
+// not only per app_id: clients of one app_id that seal with different keys
+// would otherwise overwrite each other's copy, which the other cannot open.
+func (c *client) keysKey() string {
+	sum := sha256.Sum256([]byte("jwks\x00" + c.poolKey))
+	return c.revoked.storagePrefix() + "/jwks/" + hex.EncodeToString(sum[:16])
+}
+
+// saveKeys keeps body (a JWKS document that parsed) in storage.
+func (c *client) saveKeys(body []byte) {
+	st := c.revoked.storageBackend()
+	if st == nil {
+		return
+	}
+	sum := sha256.Sum256(body)
+	c.keyCache.mu.Lock()
+	defer c.keyCache.mu.Unlock()
+	if sum == c.keyCache.last {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := st.Store(ctx, c.keysKey(), []byte(c.sessions.Seal(keysAAD, body))); err != nil {
+		c.logger.Warn("cannot keep Logto's keys in storage; an instance started while Logto is down will sign users out", errField(err))
+		return
+	}
+	c.keyCache.last = sum
+}
+
+// savedVerifier verifies stored ID tokens with the keys kept in storage.
+func (c *client) savedVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
+	st := c.revoked.storageBackend()
+	if st == nil {
+		return nil, errUnavailable
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	sealed, err := st.Load(ctx, c.keysKey())
+	if err != nil {
+		return nil, errUnavailable
+	}
+	body, err := c.sessions.Open(keysAAD, string(sealed))
+	if err != nil {
+		return nil, errUnavailable
+	}
+	set, err := parseJWKS(body)
+	if err != nil {
+		return nil, err
+	}
+	return oidc.NewVerifier(c.idp.issuer, staticKeys{set}, &oidc.Config{
+		ClientID:             c.idp.appID,
+		SupportedSigningAlgs: []string{oidc.ES384, oidc.ES256, oidc.ES512, oidc.RS256},
+		SkipExpiryCheck:      true,
+	}), nil
+}
+
+// Sessions decoded from a cookie carry an ID token that was verified when
+// it was stored, but the cookie key alone must not be enough to mint a user
+// (a leaked cookie_secret, or app_secret when the keys derive from it): so
+// when an instance first decodes a cookie, it verifies the ID token again —
+// signature with the tenant's keys, iss, aud, algorithm — but not its
+// expiry, since an hour after sign-in every stored ID token has expired and
+// the refresh replaces it. Decoded sessions are cached by cookie value, so
+// this stays off the hot path.
+//
+// When Logto's keys cannot be had (Logto unreachable since this process
+// started), an ID token this process has verified before (at sign-in, at a
+// refresh, or in another cookie: re-sealed for idle tracking, or dropped
+// from the decoded-session cache) is still accepted, and others are checked
+// against the tenant's keys as last fetched, kept sealed in Caddy's storage
+// (keycache.go). Only when neither is there (a first start during an outage)
+// is a session refused: the cookie key alone is never trusted.
+
+// maxVerifiedTokens bounds the set of verified ID tokens (32 bytes each).
+const maxVerifiedTokens = 100000
+
+// verifiedTokens is the set of ID tokens (by SHA-256 of the whole token)
+// this process verified.
+type verifiedTokens struct {
+	mu  sync.Mutex
+	max int
+	m   map[[32]byte]struct{}
+}
+
+func newVerifiedTokens(max int) *verifiedTokens {
+	return &verifiedTokens{max: max, m: make(map[[32]byte]struct{})}
+}
+
+func (v *verifiedTokens) has(raw string) bool {
+	sum := sha256.Sum256([]byte(raw))
+	v.mu.Lock()
+	_, ok := v.m[sum]
+	v.mu.Unlock()
+	return ok
+}
+
+func (v *verifiedTokens) add(raw string) {
+	sum := sha256.Sum256([]byte(raw))
+	v.mu.Lock()
+	// A dropped token costs one signature check when next seen (or,
+	// during an outage, a sign-in).
+	makeRoom(v.m, v.max)
+	v.m[sum] = struct{}{}
+	v.mu.Unlock()
+}
+
+// verifyStored checks the ID token of a session decoded from a cookie.
+func (c *client) verifyStored(ctx context.Context, raw string) error {
+	if c.verified.has(raw) {
+		return nil
+	}
+	_, _, err := c.idp.discover(ctx)
+	if err == nil {
+		if err = verifyIDToken(ctx, c.idp.storedVerifier(), raw); err == nil {
+			c.verified.add(raw)
+			return nil
+		}
+		if c.idp.hasKeys() {
+			return err // checked against the tenant's keys: a real failure
+		}
+	}
+	// Logto's keys cannot be had: the ones kept in storage (keycache.go).
+	v, serr := c.savedVerifier(ctx)
+	if serr != nil {
+		return err
+	}
+	if err := verifyIDToken(ctx, v, raw); err != nil {
+		return err
+	}
+	c.verified.add(raw)
+	return nil
+}
+
+// errNotIDToken: a token signed by the tenant for the application that is
+// not an ID token. A back-channel logout token has iss, aud and sub but
+// no exp; a session around it would never expire nor refresh.
+var errNotIDToken = errors.New("logto: the session's token is not an ID token (no exp, or a logout token's events)")
+
+// verifyIDToken checks a stored ID token with v (which skips expiry) and
+// that it is an ID token at all.
+func verifyIDToken(ctx context.Context, v *oidc.IDTokenVerifier, raw string) error {
+	tok, err := v.Verify(ctx, raw)
+	if err != nil {
+		return err
+	}
+	var c struct {
+		Events json.RawMessage `json:"events"`
+	}
+	if tok.Expiry.IsZero() || tok.Claims(&c) != nil || c.Events != nil {
+		return errNotIDToken
+	}
+	return nil
 }
