@@ -6,6 +6,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -320,4 +323,308 @@ func intersects(have, want []string) bool {
 		}
 	}
 	return false
+}
+
+// Logto grants nothing later that the sign-in did not ask for: a claim
+// (organization_roles), a permission in an API token, a resource for the
+// refresh grant. So every sign-in of an application asks for what all of
+// that application's logto blocks need, whichever block starts it, and each
+// session remembers what its sign-in asked for, so a route can tell a
+// session that never asked for something (send it through sign-in once
+// more) from a user who was refused it (403).
+
+// needs are the capabilities a sign-in must ask for: scopes beyond the
+// reserved ones, and resource indicators.
+type needs struct {
+	scopes    []string
+	resources []string
+}
+
+func (n *needs) empty() bool { return len(n.scopes) == 0 && len(n.resources) == 0 }
+
+// add merges o into n, keeping first-seen order.
+func (n *needs) add(o *needs) {
+	for _, s := range o.scopes {
+		if !slices.Contains(n.scopes, s) {
+			n.scopes = append(n.scopes, s)
+		}
+	}
+	for _, r := range o.resources {
+		if !slices.Contains(n.resources, r) {
+			n.resources = append(n.resources, r)
+		}
+	}
+}
+
+// blockNeeds are what one block's options, rules and route token need (its
+// Scopes and Resources after compileRules), without the reserved scopes,
+// which every sign-in asks for anyway.
+func (h *Handler) blockNeeds() *needs {
+	n := &needs{}
+	for _, s := range dedupe(h.Scopes) {
+		if !slices.Contains(reservedScopes, s) {
+			n.scopes = append(n.scopes, s)
+		}
+	}
+	n.resources = dedupe(h.Resources)
+	return n
+}
+
+// coveredBy reports whether u's sign-in asked for everything in n. It is on
+// the hot path: map lookups, no allocation, no lock.
+func (n *needs) coveredBy(u *user) bool {
+	for _, s := range n.scopes {
+		if _, ok := u.asked[askedKey{v: s}]; !ok {
+			return false
+		}
+	}
+	for _, r := range n.resources {
+		if _, ok := u.asked[askedKey{resource: true, v: r}]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// missingFrom is what u's sign-in did not ask for, for the answer and the
+// log line.
+func (n *needs) missingFrom(u *user) needs {
+	var m needs
+	for _, s := range n.scopes {
+		if _, ok := u.asked[askedKey{v: s}]; !ok {
+			m.scopes = append(m.scopes, s)
+		}
+	}
+	for _, r := range n.resources {
+		if _, ok := u.asked[askedKey{resource: true, v: r}]; !ok {
+			m.resources = append(m.resources, r)
+		}
+	}
+	return m
+}
+
+// askedKey is one scope or resource a session's sign-in asked for.
+type askedKey struct {
+	resource bool
+	v        string
+}
+
+// askedSet indexes what a session's sign-in asked for, once per decoded
+// session.
+func askedSet(s *session) map[askedKey]struct{} {
+	if len(s.Scopes) == 0 && len(s.Resources) == 0 {
+		return nil
+	}
+	m := make(map[askedKey]struct{}, len(s.Scopes)+len(s.Resources))
+	for _, v := range s.Scopes {
+		m[askedKey{v: expandAsked(v)}] = struct{}{}
+	}
+	for _, v := range s.Resources {
+		m[askedKey{resource: true, v: expandAsked(v)}] = struct{}{}
+	}
+	return m
+}
+
+// Logto's own URNs are long and common; the session cookie stores them
+// abbreviated, since it is sent with every request.
+const (
+	urnScope    = "urn:logto:scope:"
+	urnResource = "urn:logto:resource:"
+	abbrScope   = "~s:"
+	abbrRes     = "~r:"
+)
+
+func abbreviateAsked(in []string) []string {
+	out := make([]string, len(in))
+	for i, v := range in {
+		switch {
+		case strings.HasPrefix(v, urnScope):
+			v = abbrScope + v[len(urnScope):]
+		case strings.HasPrefix(v, urnResource):
+			v = abbrRes + v[len(urnResource):]
+		}
+		out[i] = v
+	}
+	return out
+}
+
+func expandAsked(v string) string {
+	switch {
+	case strings.HasPrefix(v, abbrScope):
+		return urnScope + v[len(abbrScope):]
+	case strings.HasPrefix(v, abbrRes):
+		return urnResource + v[len(abbrRes):]
+	}
+	return v
+}
+
+// application is the registry of what the blocks of one Logto application
+// (endpoint and app_id) need. Blocks register at Provision and unregister
+// at Cleanup; a config reload provisions the new blocks before it cleans
+// up the old ones, so for that moment sign-ins ask for both, which is
+// harmless (asking for more is never refused). Blocks that differ only in
+// cookie_secret are still one application at Logto, and share the union.
+type application struct {
+	key   string
+	mu    sync.Mutex
+	next  uint64
+	regs  []registration
+	union atomic.Pointer[needs]
+}
+
+type registration struct {
+	id uint64
+	n  *needs
+}
+
+var (
+	appsMu sync.Mutex
+	apps   = map[string]*application{}
+)
+
+// registerNeeds adds a block's needs to its application and returns the
+// application and the function that takes them out again.
+func registerNeeds(endpoint, appID string, n *needs) (*application, func()) {
+	key := endpoint + "\x00" + appID
+	appsMu.Lock()
+	a := apps[key]
+	if a == nil {
+		a = &application{key: key}
+		a.union.Store(&needs{})
+		apps[key] = a
+	}
+	a.mu.Lock()
+	a.next++
+	id := a.next
+	a.regs = append(a.regs, registration{id: id, n: n})
+	a.recompute()
+	a.mu.Unlock()
+	appsMu.Unlock()
+
+	var once sync.Once
+	return a, func() { once.Do(func() { a.unregister(id) }) }
+}
+
+func (a *application) unregister(id uint64) {
+	appsMu.Lock()
+	defer appsMu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.regs = slices.DeleteFunc(a.regs, func(r registration) bool { return r.id == id })
+	a.recompute()
+	if len(a.regs) == 0 && apps[a.key] == a {
+		delete(apps, a.key)
+	}
+}
+
+// recompute rebuilds the union, in registration order so the scope
+// parameter is stable. The caller holds a.mu.
+func (a *application) recompute() {
+	u := &needs{}
+	for _, r := range a.regs {
+		u.add(r.n)
+	}
+	a.union.Store(u)
+}
+
+// signInNeeds is what a sign-in of the application asks for: the union of
+// every registered block's needs, and always the asking block's own (a
+// handler provisioned outside Caddy, in tests, has no registry).
+func (h *Handler) signInNeeds() needs {
+	var u needs
+	if h.app != nil {
+		u.add(h.app.union.Load())
+	}
+	if h.needs != nil {
+		u.add(h.needs)
+	}
+	return u
+}
+
+// stepUpWindow is how long after a second sign-in a session that still
+// lacks what a route needs is denied rather than sent again: the second
+// sign-in asked for everything the application needs, so another would
+// only loop. After it, a configuration that changed again may step up once
+// more.
+const stepUpWindow = 10 * time.Minute
+
+// stepUpFirst answers a signed-in request whose session never asked Logto
+// for what this route needs (it signed in before the configuration
+// changed, or through an older instance). Logto grants nothing later that
+// the sign-in did not ask for, so a 403 would last until the user signed
+// out and in again; instead a navigation goes through sign-in once more,
+// with the whole application's needs, and comes back to the same page
+// (Logto sends a user it knows straight back). Anything else gets 401 and
+// a WWW-Authenticate header naming what is missing. A session that lacks
+// it right after such a sign-in gets 403: never a loop.
+func (h *Handler) stepUpFirst(w http.ResponseWriter, r *http.Request, cs *cookieSet, u *user, cookies []string, miss needs) error {
+	fields := []zap.Field{
+		zap.String("user_id", u.sub),
+		zap.Strings("missing_scopes", miss.scopes),
+		zap.Strings("missing_resources", miss.resources),
+	}
+	if u.s.StepUp && h.client.now().UnixMilli()-u.s.Created < stepUpWindow.Milliseconds() {
+		h.logger.Warn("signed-in user denied: the session still lacks what the route needs after signing in again", fields...)
+		return caddyhttp.Error(http.StatusForbidden, errors.New("logto: the session lacks what this route needs"))
+	}
+	if !isNavigation(r) {
+		h.logger.Debug("signed-in request lacks what the route needs; it must sign in again", fields...)
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Logto realm=%q, sign_in=%q, error="insufficient_scope", scope=%q, resource=%q`,
+			"logto", h.paths.signIn, strings.Join(miss.scopes, " "), strings.Join(miss.resources, " ")))
+		w.Header().Set("Cache-Control", "no-store")
+		return caddyhttp.Error(http.StatusUnauthorized, errors.New("logto: the session must sign in again for what this route needs"))
+	}
+	h.logger.Info("sending signed-in user to sign in again for what the route needs", fields...)
+	if cookies != nil {
+		r.Header["Cookie"] = cookies // the attempt pruning reads them
+	}
+	p := h.configParams()
+	p.StepUp = true
+	err := h.startSignIn(w, r, cs, h.returnHere(r), p)
+	h.stripModuleCookies(r)
+	return err
+}
+
+// returnHere is where a sign-in started by this request comes back to: the
+// URI the client asked for. It can be //evil.example/x, which a browser
+// would take for another site, so it goes through the same check as
+// ?redirect=; overlong ones are cut back to the path.
+func (h *Handler) returnHere(r *http.Request) string {
+	ret := originalRequestURI(r)
+	if len(ret) > maxReturnURL {
+		ret, _, _ = strings.Cut(ret, "?")
+	}
+	return safeReturn(ret, h.siteURL(r))
+}
+
+// stepUpForRefusal reports whether Logto's refusal of the route's token is
+// worth one more sign-in: invalid_target means the grant lacks the
+// resource, which a new sign-in (asking for it again) may get, if Logto
+// knows it again. Navigations are sent once per session and stepUpWindow
+// (a resource Logto no longer knows would otherwise cost a trip to Logto
+// on every navigation); other requests get the 401 until then, and 403
+// after.
+func (h *Handler) stepUpForRefusal(r *http.Request, u *user, err error) bool {
+	var te *TokenError
+	if !errors.As(err, &te) || te.Code != "invalid_target" {
+		return false
+	}
+	now := h.client.now().Unix()
+	ls := h.client.live.get(u.s.ID, now)
+	last := ls.stepUpAt.Load()
+	if last != 0 && now-last < int64(stepUpWindow/time.Second) {
+		return false
+	}
+	if isNavigation(r) {
+		return ls.stepUpAt.CompareAndSwap(last, now)
+	}
+	return true
+}
+
+// routeResource is the resource indicator of the route's token.
+func (h *Handler) routeResource() string {
+	if h.TokenResource != "" {
+		return h.TokenResource
+	}
+	return organizationsResource
 }
