@@ -1,15 +1,23 @@
 package logto
 
 import (
+	"context"
+	"crypto"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/coreos/go-oidc/v3/oidc"
 	"go.uber.org/zap"
 )
 
@@ -276,4 +284,339 @@ func quotable(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// maxBearerToken bounds the access tokens looked at; Logto's are under 1 KB.
+const maxBearerToken = 8 << 10
+
+// maxCachedBearer bounds the verified-token cache (about 1 KB a token).
+// Only tokens whose signature verified enter it, so forged tokens cannot
+// grow it; a miss costs one signature check.
+const maxCachedBearer = 20000
+
+// bearerToken is a verified Logto access token, shared read-only by the
+// requests that present it.
+type bearerToken struct {
+	raw    string // the token, for {http.auth.logto.access_token}
+	sub    string
+	id     any // sub, boxed once for the placeholder
+	aud    string
+	org    string // organization_id claim, or the id of an organization audience
+	exp    int64
+	scopes []string // the scope claim; absent and "" both mean none
+	claims map[string]any
+	values map[string]any // claims as placeholder strings
+}
+
+// placeholder serves {http.auth.user.*} for a bearer request: the token's
+// sub as id, its other claims (client_id, scope, organization_id, ...)
+// by name; the token's own protocol claims (iss, aud, exp, ...) are empty.
+// orgs is the organization the token is for, as require organization
+// reads it: a token belongs to at most one.
+func (t *bearerToken) orgs() []string {
+	if t.org == "" {
+		return nil
+	}
+	return []string{t.org}
+}
+
+func (t *bearerToken) placeholder(key string) (any, bool) {
+	name, ok := strings.CutPrefix(key, "http.auth.user.")
+	if !ok {
+		switch key {
+		case "http.auth.logto.id_token":
+			return "", true
+		case "http.auth.logto.organization_id":
+			return t.org, true
+		case "http.auth.logto.access_token":
+			return t.raw, true
+		}
+		return nil, false
+	}
+	if name == "id" {
+		return t.id, true
+	}
+	if v, ok := t.values[name]; ok {
+		return v, true
+	}
+	return "", true
+}
+
+// tokenRejected is why an access token is not accepted; its text goes to
+// the client as error_description, so it never holds token content.
+type tokenRejected string
+
+func (e tokenRejected) Error() string { return "logto: access token rejected: " + string(e) }
+
+func rejectionText(err error) string {
+	var tr tokenRejected
+	if errors.As(err, &tr) {
+		return "the access token " + string(tr)
+	}
+	return "the access token is not valid"
+}
+
+var (
+	errTokenMalformed = tokenRejected("is malformed")
+	errTokenType      = tokenRejected("is not an access token (typ at+jwt)")
+	errTokenAlg       = tokenRejected("is signed with an algorithm the tenant does not use")
+	errTokenIssuer    = tokenRejected("is from another issuer")
+	errTokenAudience  = tokenRejected("is not for this API resource")
+	errTokenExpired   = tokenRejected("is expired")
+	errTokenEarly     = tokenRejected("is not valid yet")
+	errTokenSignature = tokenRejected("signature does not verify")
+)
+
+// sigChecks counts signature checks of access tokens, for the test that
+// a flood of forgeries costs at most one each.
+var sigChecks atomic.Int64
+
+// verifyBearer returns the verified token for raw, from the cache when it
+// was verified before. accept says whether the audience is one the block
+// takes; it is asked before the signature is checked, so a token for
+// another API costs no signature check.
+func (c *client) verifyBearer(ctx context.Context, raw string, accept func(aud string) bool) (*bearerToken, error) {
+	if len(raw) > maxBearerToken {
+		return nil, errTokenMalformed
+	}
+	now := c.now().Unix()
+	leeway := int64(clockSkew / time.Second)
+	key := c.bearer.key(raw)
+	if t := c.bearer.get(key, raw); t != nil {
+		if now > t.exp+leeway {
+			c.bearer.remove(key)
+			return nil, errTokenExpired
+		}
+		if !accept(t.aud) {
+			return nil, errTokenAudience
+		}
+		return t, nil
+	}
+
+	p := c.idp
+	jws, err := parseJWS(raw)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.EqualFold(jws.header.Typ, "at+jwt") && !strings.EqualFold(jws.header.Typ, "application/at+jwt") {
+		return nil, errTokenType
+	}
+	if len(jws.header.Crit) > 0 {
+		return nil, errTokenMalformed
+	}
+	t, err := newBearerToken(jws.claims)
+	if err != nil {
+		return nil, err
+	}
+	if iss, _ := jws.claims["iss"].(string); iss != p.issuer {
+		return nil, errTokenIssuer
+	}
+	if !accept(t.aud) {
+		return nil, errTokenAudience
+	}
+	if now > t.exp+leeway {
+		return nil, errTokenExpired
+	}
+	for _, name := range []string{"nbf", "iat"} {
+		if v, ok := jws.claims[name]; ok {
+			n, err := numberClaim(v)
+			if err != nil {
+				return nil, errTokenMalformed
+			}
+			if n > now+leeway {
+				return nil, errTokenEarly
+			}
+		}
+	}
+
+	keys, algs, err := p.bearerKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(algs, jws.header.Alg) {
+		return nil, errTokenAlg
+	}
+	pub, err := keys.keyByID(ctx, jws.header.Kid)
+	if errors.Is(err, errBadSignature) {
+		return nil, errTokenSignature
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !verifySignature(ctx, raw, pub) {
+		return nil, errTokenSignature
+	}
+	t.raw = raw
+	c.bearer.put(key, t, now)
+	return t, nil
+}
+
+// bearerKeys returns the tenant's key set and the signing algorithms it
+// uses, after discovery.
+func (p *provider) bearerKeys(ctx context.Context) (*keySet, []string, error) {
+	if _, _, err := p.discover(ctx); err != nil {
+		return nil, nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	algs := p.md.IDTokenAlgs
+	if len(algs) == 0 {
+		algs = []string{"ES384", "RS256"}
+	}
+	return p.keys, algs, nil
+}
+
+// newBearerToken reads the claims of an access token (not yet verified).
+func newBearerToken(claims map[string]any) (*bearerToken, error) {
+	t := &bearerToken{claims: claims}
+	t.sub, _ = claims["sub"].(string)
+	if t.sub == "" {
+		return nil, errTokenMalformed
+	}
+	if _, ok := claims["client_id"].(string); !ok {
+		return nil, errTokenMalformed
+	}
+	t.id = t.sub
+	switch aud := claims["aud"].(type) {
+	case string:
+		t.aud = aud
+	case []any:
+		// RFC 9068 allows a list; Logto sends one string. One audience
+		// only, so "the token's API" stays one thing.
+		if len(aud) != 1 {
+			return nil, errTokenAudience
+		}
+		t.aud, _ = aud[0].(string)
+	}
+	if t.aud == "" {
+		return nil, errTokenAudience
+	}
+	exp, ok := claims["exp"]
+	if !ok {
+		return nil, errTokenMalformed
+	}
+	var err error
+	if t.exp, err = numberClaim(exp); err != nil {
+		return nil, errTokenMalformed
+	}
+	// A machine-to-machine token granted nothing has no scope claim; a
+	// user's has "": both mean no permissions.
+	switch s := claims["scope"].(type) {
+	case nil:
+	case string:
+		t.scopes = strings.Fields(s)
+	default:
+		return nil, errTokenMalformed
+	}
+	if org, ok := claims["organization_id"]; ok {
+		if t.org, ok = org.(string); !ok || !validID(t.org) {
+			return nil, errTokenMalformed
+		}
+	} else if id, ok := strings.CutPrefix(t.aud, organizationAudience); ok {
+		t.org = id
+	}
+	t.values = placeholderValues(claims)
+	return t, nil
+}
+
+// jws is a compact JWS's header and claims, decoded, not yet verified.
+type jws struct {
+	header struct {
+		Alg  string   `json:"alg"`
+		Typ  string   `json:"typ"`
+		Kid  string   `json:"kid"`
+		Crit []string `json:"crit"`
+	}
+	claims map[string]any
+}
+
+func parseJWS(raw string) (*jws, error) {
+	h, rest, ok1 := strings.Cut(raw, ".")
+	payload, sig, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.Contains(sig, ".") || h == "" || payload == "" || sig == "" {
+		return nil, errTokenMalformed
+	}
+	hb, err1 := b64.DecodeString(h)
+	pb, err2 := b64.DecodeString(payload)
+	_, err3 := b64.DecodeString(sig)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return nil, errTokenMalformed
+	}
+	j := &jws{}
+	if json.Unmarshal(hb, &j.header) != nil || j.header.Alg == "" {
+		return nil, errTokenMalformed
+	}
+	dec := json.NewDecoder(strings.NewReader(string(pb)))
+	dec.UseNumber()
+	if dec.Decode(&j.claims) != nil || j.claims == nil || dec.More() {
+		return nil, errTokenMalformed
+	}
+	return j, nil
+}
+
+// verifySignature checks raw's signature with pub, with go-jose as every
+// other signature the module checks. The algorithm was checked against
+// the tenant's before, and go-jose refuses none and a symmetric algorithm
+// keyed with a public key.
+func verifySignature(ctx context.Context, raw string, pub crypto.PublicKey) bool {
+	sigChecks.Add(1)
+	_, err := (&oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{pub}}).VerifySignature(ctx, raw)
+	return err == nil
+}
+
+// bearerCache maps a hash of an access token to the token verified, until
+// the token expires. The hash is maphash's, seeded per process (a
+// cryptographic hash would cost more than the rest of the request); an
+// entry is used only when its token equals the one presented, so a
+// collision, found or not, can only cost a signature check.
+type bearerCache struct {
+	seed maphash.Seed
+	mu   sync.RWMutex
+	max  int
+	m    map[uint64]*bearerToken
+}
+
+func newBearerCache(max int) *bearerCache {
+	return &bearerCache{seed: maphash.MakeSeed(), max: max, m: make(map[uint64]*bearerToken)}
+}
+
+func (bc *bearerCache) key(raw string) uint64 { return maphash.String(bc.seed, raw) }
+
+// get returns the verified token raw, if cached.
+func (bc *bearerCache) get(key uint64, raw string) *bearerToken {
+	bc.mu.RLock()
+	t := bc.m[key]
+	bc.mu.RUnlock()
+	if t == nil || t.raw != raw {
+		return nil
+	}
+	return t
+}
+
+func (bc *bearerCache) remove(key uint64) {
+	bc.mu.Lock()
+	delete(bc.m, key)
+	bc.mu.Unlock()
+}
+
+// put adds a verified token. When full, expired tokens go first, then an
+// arbitrary tenth: a dropped token only costs one more signature check.
+func (bc *bearerCache) put(key uint64, t *bearerToken, now int64) {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	if len(bc.m) >= bc.max {
+		for k, old := range bc.m {
+			if old.exp < now {
+				delete(bc.m, k)
+			}
+		}
+		makeRoom(bc.m, bc.max)
+	}
+	bc.m[key] = t
+}
+
+func (bc *bearerCache) len() int {
+	bc.mu.RLock()
+	defer bc.mu.RUnlock()
+	return len(bc.m)
 }
