@@ -3,7 +3,10 @@ package logto
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -190,5 +193,234 @@ func TestStricterBlockDropsTheEarlierIdentity(t *testing.T) {
 	mustPass(t, res, "user-1")
 	if res.nextReq.Header.Get("X-User-Id") != "user-1" {
 		t.Error("the site block lost its identity header")
+	}
+}
+
+// mustNotBeShared checks a response that sets a cookie cannot be stored by
+// a shared cache.
+func mustNotBeShared(t *testing.T, what string, h http.Header) {
+	t.Helper()
+	if len(h.Values("Set-Cookie")) == 0 {
+		t.Fatalf("%s: no cookie set; the test does not test anything", what)
+	}
+	cc := strings.ToLower(strings.Join(h.Values("Cache-Control"), ", "))
+	if !strings.Contains(cc, "private") && !strings.Contains(cc, "no-store") {
+		t.Errorf("%s: Cache-Control %q lets a shared cache store a response that sets the session cookie", what, cc)
+	}
+	if strings.Contains(cc, "public") || strings.Contains(cc, "s-maxage") {
+		t.Errorf("%s: Cache-Control %q", what, cc)
+	}
+}
+
+// publicNext is content that asks to be cached by everyone, as a static
+// file behind `header Cache-Control "public, max-age=3600"` or an upstream
+// might.
+var publicNext = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Cache-Control", "public, max-age=3600, s-maxage=3600")
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write([]byte("page"))
+	return err
+})
+
+func (hx *harness) servePublic(target string, b *tbrowser, opts ...reqOpt) *result {
+	r, _, w := newRequest(http.MethodGet, target, nil, append([]reqOpt{b.send}, opts...)...)
+	err := hx.h.ServeHTTP(w, r, publicNext)
+	res := &result{rec: w, err: err}
+	b.absorb(hx.t, res)
+	return res
+}
+
+// TestSessionCookieResponsesAreNotShared stops a CDN or shared proxy in
+// front of Caddy from handing one user's session cookie to another: every
+// response through the gate that sets, refreshes or clears the session
+// cookie is marked private, whatever the content behind it asked for; the
+// callback and the refresh paths included.
+func TestSessionCookieResponsesAreNotShared(t *testing.T) {
+	hx := newHarness(t, nil, func(h *Handler) { h.IdleTimeout = caddy.Duration(2 * time.Hour) })
+	b := newBrowser()
+	cb := hx.signIn(b, "/", "user-1")
+	mustNotBeShared(t, "callback", cb.rec.Header())
+
+	hx.clock.Advance(61 * time.Minute) // refresh
+	res := hx.servePublic("/", b, navigation())
+	if res.err != nil || res.rec.Code != http.StatusOK {
+		t.Fatalf("refresh: %v %d", res.err, res.rec.Code)
+	}
+	mustNotBeShared(t, "refresh", res.rec.Header())
+
+	hx.clock.Advance(15 * time.Minute) // idle tracking re-seals
+	res = hx.servePublic("/", b, fetchAPI())
+	mustNotBeShared(t, "idle re-seal", res.rec.Header())
+
+	// A plain signed-in request sets nothing and keeps the content's own
+	// caching.
+	res = hx.servePublic("/", b, fetchAPI())
+	if n := len(res.rec.Header().Values("Set-Cookie")); n != 0 {
+		t.Fatalf("an unchanged session set %d cookies", n)
+	}
+
+	hx.clock.Advance(3 * time.Hour) // idle: the cookie is cleared
+	pass := newHarness(t, hx.idp, func(h *Handler) { h.Pass = true; h.IdleTimeout = caddy.Duration(2 * time.Hour) })
+	res = pass.servePublic("/", b, fetchAPI())
+	mustNotBeShared(t, "cleared session", res.rec.Header())
+}
+
+// TestRefreshedCookieOnErrorIsNotShared: a refresh can happen on a request
+// that then fails (a rule says 403); the error goes to handle_errors with
+// the new session cookie set, and must be private too.
+func TestRefreshedCookieOnErrorIsNotShared(t *testing.T) {
+	hx := newHarness(t, nil, func(h *Handler) { h.Require = []Rule{{Kind: "role", Values: []string{"owner"}}} })
+	b := hx.signedIn()
+	hx.clock.Advance(61 * time.Minute)
+	r, _, w := newRequest(http.MethodGet, "/", nil, b.send, fetchAPI())
+	err := hx.h.ServeHTTP(w, r, publicNext)
+	var he caddyhttp.HandlerError
+	if !errors.As(err, &he) || he.StatusCode != http.StatusForbidden {
+		t.Fatalf("want 403, got %v", err)
+	}
+	mustNotBeShared(t, "403 after a refresh", w.Header())
+}
+
+// TestStepUpRefusalWithCookieIsNotShared stops a shared cache from storing
+// a step-up 403 that carries the user's re-sealed session cookie and
+// handing it to others: the request that is refused may be the one on which
+// the session's activity was recorded (or the session refreshed), and
+// every answer of the gate that does not let the request through is
+// marked private when it sets a cookie, not only a rule's 403.
+func TestStepUpRefusalWithCookieIsNotShared(t *testing.T) {
+	// The stepped-up session still lacks something: 403, not another trip.
+	idp, _, strict, b := steppedUpStillLacking(t, func(h *Handler) { h.IdleTimeout = caddy.Duration(time.Hour) })
+	idp.clock.Advance(7 * time.Minute) // activity is recorded: the cookie is re-sealed
+	res := strict.serve(http.MethodGet, "/admin", b, navigation())
+	res.mustHandlerError(t, http.StatusForbidden)
+	mustNotBeShared(t, "step-up 403", res.rec.Header())
+}
+
+// TestHeaderFieldExpandsAsReplaceAll: header_up values that are a single
+// placeholder skip ReplaceAll; whatever the value, the header a backend
+// sees must be what ReplaceAll makes of it (an identity header that came
+// out differently could name another user, or leak a placeholder's text).
+func TestHeaderFieldExpandsAsReplaceAll(t *testing.T) {
+	repl := caddy.NewReplacer()
+	repl.Map(func(key string) (any, bool) {
+		switch key {
+		case "http.auth.user.id":
+			return "user-1", true
+		case "http.auth.user.empty":
+			return "", true
+		case "http.auth.user.nil":
+			return nil, true
+		case "http.auth.user.n":
+			return 42, true
+		}
+		return nil, false
+	})
+	repl.Set("static", "s")
+	for _, tt := range []struct {
+		value string
+		fast  bool
+	}{
+		{"{http.auth.user.id}", true},
+		{"{http.auth.user.empty}", true},
+		{"{http.auth.user.nil}", true},
+		{"{http.auth.user.n}", true},
+		{"{http.auth.user.unknown}", true},
+		{"{static}", true},
+		{"{nope}", true},
+		{"plain", false},
+		{"", false},
+		{"{}", false},
+		{"{", false},
+		{"}", false},
+		{"x{http.auth.user.id}", false},
+		{"{http.auth.user.id}x", false},
+		{"{http.auth.user.id}{http.auth.user.id}", false},
+		{`{a\}b}`, false},
+		{`\{http.auth.user.id}`, false},
+		{"{file./nonexistent/logto-test}", false},
+	} {
+		f := newHeaderField("x-user", tt.value)
+		if f.name != "X-User" {
+			t.Fatalf("name %q not canonical", f.name)
+		}
+		if fast := f.key != ""; fast != tt.fast {
+			t.Errorf("%q: single placeholder = %v, want %v", tt.value, fast, tt.fast)
+		}
+		if got, want := f.expand(repl), repl.ReplaceAll(tt.value, ""); got != want {
+			t.Errorf("%q expands to %q, ReplaceAll to %q", tt.value, got, want)
+		}
+	}
+	f := newHeaderField("X-User", "{http.auth.user.id}")
+	if n := testing.AllocsPerRun(100, func() { _ = f.expand(repl) }); n != 0 {
+		t.Errorf("a single placeholder costs %v allocations", n)
+	}
+}
+
+// forgedIdentity are identity headers a client makes up.
+func forgedIdentity() reqOpt {
+	return func(r *http.Request) {
+		r.Header.Set("X-User-Id", "admin")
+		r.Header.Set("Logto-ID-Token", "forged")
+	}
+}
+
+func mustHaveNoForgedIdentity(t *testing.T, what string, r *http.Request) {
+	t.Helper()
+	for _, f := range []string{"X-User-Id", "Logto-ID-Token"} {
+		if v := r.Header.Get(f); v != "" {
+			t.Errorf("%s: the request goes on to handle_errors with the client's %s: %q", what, f, v)
+		}
+	}
+}
+
+// TestIdentityHeadersStrippedOnFlowEndpoints stops a client from naming
+// itself to a backend through handle_errors: with `handle_errors {
+// reverse_proxy ... }`, a request to /logto/user (401) or a bad callback
+// (400) carrying `X-User-Id: admin` and `Logto-ID-Token: forged` reached the
+// backend with both. Configured identity headers and Logto-ID-Token are
+// removed on every path, flow endpoints included.
+func TestIdentityHeadersStrippedOnFlowEndpoints(t *testing.T) {
+	hx := newHarness(t, nil, func(h *Handler) {
+		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}"}
+	})
+	for _, c := range []struct{ name, target string }{
+		{"/logto/user without a session", "/logto/user"},
+		{"bad callback", "/logto/sign-in-callback?" + url.Values{"state": {"x"}, "code": {"y"}}.Encode()},
+		{"sign-in with a bad parameter", "/logto/sign-in?prompt=evil"},
+		{"back-channel logout by GET", "/logto/backchannel-logout"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, _, w := newRequest(http.MethodGet, c.target, nil, forgedIdentity())
+			res, _ := hx.serveCatching(r, nil, w, nil)
+			if res.err == nil {
+				t.Fatalf("want an error for handle_errors, got %d", w.Code)
+			}
+			mustHaveNoForgedIdentity(t, c.name, r)
+		})
+	}
+}
+
+// TestIdentityHeadersStrippedForOtherBlocks: the headers one block sets
+// are removed by every block of the application, so a request that an
+// earlier block answers with an error (a flow endpoint, a 401) does not
+// carry the client's copy of a header only the later block configures.
+func TestIdentityHeadersStrippedForOtherBlocks(t *testing.T) {
+	idp := newFakeIdP(t)
+	site := newHarness(t, idp, nil)
+	newHarness(t, idp, func(h *Handler) {
+		adminOnly(h)
+		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}"}
+	})
+	for _, target := range []string{"/logto/user", "/page"} {
+		r, _, w := newRequest(http.MethodGet, target, nil, forgedIdentity(), fetchAPI())
+		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+		err := site.h.ServeHTTP(w, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+			t.Fatal("an anonymous request went on")
+			return nil
+		}))
+		if err == nil {
+			t.Fatalf("%s: want 401", target)
+		}
+		mustHaveNoForgedIdentity(t, target, r)
 	}
 }
