@@ -3,6 +3,7 @@ package logto
 import (
 	"net/http"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -643,4 +644,73 @@ func TestStripKeepsApplicationCookies(t *testing.T) {
 // stripCookies strips the cookies whose name has prefix.
 func stripCookies(h http.Header, prefix string) {
 	stripMatching(h, func(n string) bool { return strings.HasPrefix(n, prefix) }, nil)
+}
+
+// TestGateUsesTheFirstSessionCookie: the gate reads the session cookie in
+// the pass that strips the module's cookies. It must pick the very cookie
+// readCookie picks (the first of the name, as browsers and net/http do): a
+// second session cookie slipped in after the real one (by a script on a
+// sibling site or a proxy) must neither replace the user nor reach the
+// upstream, and one slipped in before it decides, as it always has, so a
+// forged first cookie signs the request out rather than being skipped.
+func TestGateUsesTheFirstSessionCookie(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	forged := "__Host-logto=" + strings.Repeat("A", 200)
+
+	b := hx.signedIn()
+	b.extra = "a=1"
+	after := func(r *http.Request) { r.Header.Set("Cookie", r.Header.Get("Cookie")+"; "+forged+"; b=2") }
+	res := hx.serve(http.MethodGet, "/", b, fetchAPI(), after)
+	mustPass(t, res, "user-1")
+	if got := strings.Join(res.nextReq.Header.Values("Cookie"), "; "); got != "a=1; b=2" {
+		t.Errorf("cookies upstream = %q", got)
+	}
+
+	b.extra = forged
+	res = hx.serve(http.MethodGet, "/", b, fetchAPI())
+	if res.next {
+		t.Fatal("a forged session cookie before the real one was skipped")
+	}
+	res.mustHandlerError(t, http.StatusUnauthorized)
+}
+
+// bytesPerRun is the heap bytes f allocates per call, averaged over n calls
+// (an allocation count, like testing.AllocsPerRun, not a timing).
+func bytesPerRun(n int, f func()) uint64 {
+	f()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		f()
+	}
+	runtime.ReadMemStats(&after)
+	return (after.TotalAlloc - before.TotalAlloc) / uint64(n)
+}
+
+// TestStripSessionAllocatesWhatItKeeps: removing a signed-in user's session
+// cookie, on every request, must not copy the whole Cookie line (a kilobyte
+// or more of session) to keep the few short cookies beside it. More heap per
+// request means more garbage collection under load.
+func TestStripSessionAllocatesWhatItKeeps(t *testing.T) {
+	session := testSession + "=" + strings.Repeat("A", 1200)
+	for _, line := range []string{
+		session + "; theme=dark; _ga=GA1.2.3",
+		"theme=dark; " + session + "; _ga=GA1.2.3",
+		"theme=dark; _ga=GA1.2.3; " + session,
+	} {
+		h := http.Header{}
+		got := bytesPerRun(200, func() {
+			h["Cookie"] = []string{line}
+			stripCookies(h, testSession)
+		})
+		if want := "theme=dark; _ga=GA1.2.3"; h.Get("Cookie") != want {
+			t.Fatalf("stripped %q to %q, want %q", line, h.Get("Cookie"), want)
+		}
+		// The kept line (23 bytes, rounded up to a size class) and the new
+		// one-element slice of lines.
+		if got > 128 {
+			t.Errorf("stripping the session from %.40q... allocates %d bytes a request, want at most 128", line, got)
+		}
+	}
 }
