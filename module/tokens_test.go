@@ -1,12 +1,17 @@
 package logto
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/certmagic"
 )
 
 // TestRefreshWhenIDTokenExpires: an expired ID token is renewed with the
@@ -464,5 +469,311 @@ func TestRouteTokenGrantRevoked(t *testing.T) {
 				res.mustHandlerError(t, http.StatusUnauthorized)
 			}
 		})
+	}
+}
+
+// TestRouteTokenUpstreamFailureIsNot403: when Logto refuses a route token
+// for a reason that says nothing about the user (the app's credentials
+// rejected, rate limiting, a malformed request), the user gets a 502 like
+// any Logto failure, the log carries Logto's error, and the session backs
+// off instead of sending every request to Logto again (which, under a 429,
+// feeds the rate limit). A 403 would tell the user they lack a right they
+// may well have.
+func TestRouteTokenUpstreamFailureIsNot403(t *testing.T) {
+	for _, ref := range []oauthRefusal{
+		{http.StatusUnauthorized, "invalid_client", "client authentication failed"},
+		{http.StatusTooManyRequests, "too_many_requests", "slow down"},
+		{http.StatusBadRequest, "invalid_request", "something odd"},
+		{http.StatusBadRequest, "unauthorized_client", "grant type not allowed"},
+	} {
+		t.Run(ref.code, func(t *testing.T) {
+			idp := newFakeIdP(t)
+			hx := newHarness(t, idp, func(h *Handler) { h.TokenResource = "https://api.example.com" })
+			b := hx.signedIn()
+			idp.refuseWith.Store(&ref)
+			mark := len(capturedLogs.String())
+
+			res := hx.serve(http.MethodGet, "/", b, fetchAPI())
+			res.mustHandlerError(t, http.StatusBadGateway)
+			logs := capturedLogs.String()[mark:]
+			if !strings.Contains(logs, `"error":"`+ref.code+`"`) || !strings.Contains(logs, ref.desc) {
+				t.Errorf("the log does not carry Logto's error and description; captured:\n%s", logs)
+			}
+
+			grants := idp.refreshGrants.Load()
+			hx.serve(http.MethodGet, "/", b, fetchAPI()).mustHandlerError(t, http.StatusBadGateway)
+			if n := idp.refreshGrants.Load(); n != grants {
+				t.Errorf("%d more token requests right after Logto failed, want none (back off)", n-grants)
+			}
+		})
+	}
+}
+
+// TestRouteTokenRefusalsAre403: Logto's refusals that do mean "this user
+// may not have this token" stay a 403 (after the one step-up sign-in that
+// invalid_target earns a navigation, see TestResourceTokenDenied).
+func TestRouteTokenRefusalsAre403(t *testing.T) {
+	for _, ref := range []oauthRefusal{
+		{http.StatusBadRequest, "invalid_target", "resource not granted"},
+		{http.StatusForbidden, "access_denied", "no"},
+		{http.StatusBadRequest, "invalid_scope", "scope not granted"},
+		// What Logto answers an organization token request whose grant
+		// lacks the organizations scope.
+		{http.StatusForbidden, "insufficient_scope", "Token missing scope `urn:logto:scope:organizations`."},
+	} {
+		t.Run(ref.code, func(t *testing.T) {
+			idp := newFakeIdP(t)
+			hx := newHarness(t, idp, func(h *Handler) { h.TokenResource = "https://api.example.com" })
+			b := hx.signedIn()
+			idp.refuseWith.Store(&ref)
+			if ref.code == "invalid_target" {
+				// A navigation is sent to sign in again once first.
+				hx.mustRedirectToAuth(t, hx.serve(http.MethodGet, "/", b, navigation()))
+			}
+			hx.serve(http.MethodGet, "/", b, navigation()).mustHandlerError(t, http.StatusForbidden)
+		})
+	}
+}
+
+// rolesOnlyInUserinfo is a tenant without extended ID token claims: user-1's
+// roles (admin) come only from userinfo.
+func rolesOnlyInUserinfo(t *testing.T) *fakeIdP {
+	idp := newFakeIdP(t)
+	idp.mu.Lock()
+	idp.infoOnly["user-1"] = []string{"roles", "organizations", "organization_roles"}
+	idp.mu.Unlock()
+	return idp
+}
+
+var adminRule = []Rule{{Kind: "role", Values: []string{"admin"}}}
+
+// TestUserinfoWithoutRefreshTokenOnEveryInstance: a session without a
+// refresh token (prompt none) cannot get an access token for userinfo
+// anywhere but from its code exchange. Kept only in the memory of the
+// instance that signed the user in, it made every other instance (or the
+// same one after a restart) send the user to sign in again, which in a
+// round-robin cluster loops. The cookie carries it for such sessions, so
+// every instance reads userinfo.
+func TestUserinfoWithoutRefreshTokenOnEveryInstance(t *testing.T) {
+	idp := rolesOnlyInUserinfo(t)
+	secret := randomString(32)
+	configure := func(h *Handler) {
+		h.CookieSecrets, h.Prompt, h.Require = []string{secret}, "none", adminRule
+	}
+	a := newHarness(t, idp, configure)
+	br := a.signedIn()
+	mustPass(t, a.serve(http.MethodGet, "/", br.clone(), fetchAPI()), "user-1")
+
+	other := newHarness(t, idp, configure)
+	other.h.client = freshClient(t, other.h)
+	mustPass(t, other.serve(http.MethodGet, "/", br.clone(), fetchAPI()), "user-1")
+	mustPass(t, other.serve(http.MethodGet, "/", br.clone(), navigation()), "user-1")
+
+	// On the instance that signed in, once its access token has expired
+	// and the cached claims are gone.
+	a.clock.Advance(2 * time.Hour)
+	for _, ls := range a.h.client.live.m {
+		ls.info = nil
+	}
+	a.serve(http.MethodGet, "/", br.clone(), fetchAPI()).mustHandlerError(t, http.StatusUnauthorized)
+}
+
+// TestUserinfoAfterAdoptedRotation: another instance rotated the session's
+// refresh token (for a route's API token); this instance adopts that state
+// from storage, which brings no access token. A rule reading userinfo used to
+// answer 502 once before the next request recovered; it must redeem once more
+// and pass.
+func TestUserinfoAfterAdoptedRotation(t *testing.T) {
+	idp := rolesOnlyInUserinfo(t)
+	idp.rotate = true
+	secret := randomString(32)
+	a := newHarness(t, idp, func(h *Handler) {
+		h.CookieSecrets, h.Require, h.TokenResource = []string{secret}, adminRule, bearerAPI
+	})
+	b := newHarness(t, idp, func(h *Handler) { h.CookieSecrets, h.Require = []string{secret}, adminRule })
+	b.h.client = freshClient(t, b.h)
+
+	br := a.signedIn()
+	old := br.clone()
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1") // rotated for the API token
+	mustPass(t, b.serve(http.MethodGet, "/", old, fetchAPI()), "user-1")
+	if r := idp.tokenRefusals(); len(r) != 0 {
+		t.Fatalf("Logto refused (a rotated token presented again): %v", r)
+	}
+}
+
+// flakyStorage is Caddy's storage with an outage switch: down fails every
+// read and write (a Redis restart), storeDown only writes.
+type flakyStorage struct {
+	certmagic.Storage
+	down, storeDown atomic.Bool
+}
+
+var errTestOutage = errors.New("storage unreachable (test outage)")
+
+func (f *flakyStorage) Store(ctx context.Context, key string, value []byte) error {
+	if f.down.Load() || f.storeDown.Load() {
+		return errTestOutage
+	}
+	return f.Storage.Store(ctx, key, value)
+}
+
+func (f *flakyStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	if f.down.Load() {
+		return nil, errTestOutage
+	}
+	return f.Storage.Load(ctx, key)
+}
+
+func (f *flakyStorage) Exists(ctx context.Context, key string) bool {
+	return !f.down.Load() && f.Storage.Exists(ctx, key)
+}
+
+func (f *flakyStorage) List(ctx context.Context, path string, recursive bool) ([]string, error) {
+	if f.down.Load() {
+		return nil, errTestOutage
+	}
+	return f.Storage.List(ctx, path, recursive)
+}
+
+func (f *flakyStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
+	if f.down.Load() {
+		return certmagic.KeyInfo{}, errTestOutage
+	}
+	return f.Storage.Stat(ctx, key)
+}
+
+// twoInstances is a cluster of two handlers sharing one flaky storage.
+func twoInstances(t *testing.T, idp *fakeIdP) (a, b *harness, st *flakyStorage) {
+	t.Helper()
+	secret := randomString(24)
+	a = newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret} })
+	b = newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret} })
+	b.h.client = freshClient(t, b.h)
+	st = &flakyStorage{Storage: a.h.client.revoked.storageBackend()}
+	for _, c := range []*client{a.h.client, b.h.client} {
+		old := c.revoked.store.Load()
+		c.revoked.store.Store(&revStore{storage: st, base: old.base, prefix: old.prefix})
+	}
+	return a, b, st
+}
+
+// TestStorageOutageDoesNotBurnRefreshTokens: while storage is down, an
+// instance cannot know whether another one already rotated the session's
+// refresh token. Presenting it anyway is the attack on Logto's rotation
+// the handoff exists to stop: one instance rotates (its handoff write
+// fails), the other presents the dead token, and Logto revokes the
+// user's whole grant. So nobody refreshes until storage answers; sessions
+// go on with their claims meanwhile.
+func TestStorageOutageDoesNotBurnRefreshTokens(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.rotate = true
+	a, b, st := twoInstances(t, idp)
+	br := a.signedIn()
+	old := br.clone()
+
+	st.down.Store(true)
+	a.clock.Advance(time.Hour)
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	mustPass(t, b.serve(http.MethodGet, "/", old.clone(), fetchAPI()), "user-1")
+	if n := idp.refreshGrants.Load(); n != 0 {
+		t.Errorf("%d refresh grants while storage was down, want 0", n)
+	}
+
+	st.down.Store(false)
+	a.clock.Advance(refreshRetry + time.Second)
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	mustPass(t, b.serve(http.MethodGet, "/", old.clone(), fetchAPI()), "user-1")
+	idp.mustRefreshCleanly(t, 1, " after the outage (the other instance adopts it)")
+}
+
+// TestStorageOutageRotationHandedOverLater: the rotation's handoff write
+// fails; it must be retried until it lands, or the other instance later
+// presents the dead token and Logto revokes the grant.
+func TestStorageOutageRotationHandedOverLater(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.rotate = true
+	a, b, st := twoInstances(t, idp)
+	br := a.signedIn()
+	old := br.clone()
+
+	st.storeDown.Store(true)
+	a.clock.Advance(time.Hour)
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	st.storeDown.Store(false)
+	a.h.client.revoked.load() // the next poll
+
+	mustPass(t, b.serve(http.MethodGet, "/", old.clone(), fetchAPI()), "user-1")
+	idp.mustRefreshCleanly(t, 1, " (the other instance adopts the rotation)")
+}
+
+// TestStorageOutageLogoutReachesOthersLater: a back-channel logout that
+// arrives while storage is down ends the session on the instance Logto
+// called at once, and on the others once storage is back, rather than
+// never (the user would stay signed in on every other instance).
+func TestStorageOutageLogoutReachesOthersLater(t *testing.T) {
+	idp := newFakeIdP(t)
+	a, b, st := twoInstances(t, idp)
+	br := a.signedIn()
+	mustPass(t, b.serve(http.MethodGet, "/", br.clone(), fetchAPI()), "user-1")
+
+	st.down.Store(true)
+	mustAccept(t, a.postLogout(idp.logoutToken("user-1", nil)))
+	a.mustBeSignedOut(t, br)
+	a.h.client.revoked.load()
+	b.h.client.revoked.load()
+	mustPass(t, b.serve(http.MethodGet, "/", br.clone(), fetchAPI()), "user-1") // b cannot know yet
+
+	st.down.Store(false)
+	a.h.client.revoked.load() // a's next poll writes what failed
+	b.h.client.revoked.load()
+	b.mustBeSignedOut(t, br)
+}
+
+// TestRotationHandoffFollowsChain: a cookie that missed two rotations made
+// by another instance (a tab left open) is mapped to the newest state. The
+// state after the first rotation carries a token rotated away since:
+// redeeming it would make Logto revoke the grant.
+func TestRotationHandoffFollowsChain(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.rotate = true
+	a, b, _ := twoInstances(t, idp)
+	br := a.signedIn()
+	old := br.clone()
+	for range 2 {
+		a.clock.Advance(time.Hour)
+		mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	}
+	mustPass(t, b.serve(http.MethodGet, "/", old.clone(), fetchAPI()), "user-1")
+	idp.mustRefreshCleanly(t, 2, " (both made by the first instance)")
+}
+
+// TestStorageOutageRouteTokenWaits: a route whose API token must be
+// renewed while storage is down answers 502 rather than present a refresh
+// token another instance may have rotated; once storage is back it works.
+func TestStorageOutageRouteTokenWaits(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.rotate = true
+	secret := randomString(24)
+	a := newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{secret}; h.TokenResource = testAPI })
+	st := &flakyStorage{Storage: a.h.client.revoked.storageBackend()}
+	old := a.h.client.revoked.store.Load()
+	a.h.client.revoked.store.Store(&revStore{storage: st, base: old.base, prefix: old.prefix})
+	br := a.signedIn()
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	grants := idp.refreshGrants.Load()
+
+	st.down.Store(true)
+	a.clock.Advance(2 * time.Hour)
+	a.serve(http.MethodGet, "/", br, fetchAPI()).mustHandlerError(t, http.StatusBadGateway)
+	if n := idp.refreshGrants.Load(); n != grants {
+		t.Errorf("%d refresh grants while storage was down, want 0", n-grants)
+	}
+
+	st.down.Store(false)
+	a.clock.Advance(refreshRetry + time.Second)
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	if r := idp.tokenRefusals(); len(r) != 0 {
+		t.Fatalf("Logto refused: %v", r)
 	}
 }
