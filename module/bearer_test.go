@@ -2,8 +2,10 @@ package logto
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -365,5 +367,206 @@ func TestBearerCredentials(t *testing.T) {
 		if got := bearerCredentials(r.Header["Authorization"], r); got.kind != tc.kind {
 			t.Errorf("%q ?%s: kind %d, want %d", tc.header, tc.query, got.kind, tc.kind)
 		}
+	}
+}
+
+// Verifying access tokens: what a token costs, and the verified-token cache.
+
+// TestBearerForgedFloodIsCheap: a flood of distinct forged tokens costs at
+// most one signature check each, never grows the cache, and never makes
+// the module fetch Logto's keys beyond the refetch cap.
+func TestBearerForgedFloodIsCheap(t *testing.T) {
+	hx := bearerHarness(t, nil)
+	idp := hx.idp
+	mustPass(t, hx.serve("GET", "/api", nil, bearer(idp.accessToken(nil))), "user-1")
+	jwks := idp.jwksHits.Load()
+	attacker := newFakeIdP(t)
+	before := sigChecks.Load()
+	const n = 200
+	for i := range n {
+		// The tenant's kid, the attacker's key.
+		forged := signJWT(map[string]any{"alg": "ES384", "typ": "at+jwt", "kid": idp.kid()},
+			map[string]any{"iss": idp.issuer, "aud": bearerAPI, "sub": randomString(8), "client_id": "x", "exp": idp.now().Unix() + 60, "i": i},
+			es384Signer(attacker.signingKey()))
+		mustBearerFail(t, hx.serve("GET", "/api", nil, bearer(forged)), 401, "invalid_token")
+	}
+	if got := sigChecks.Load() - before; got > n {
+		t.Errorf("%d forged tokens cost %d signature checks", n, got)
+	}
+	if got := idp.jwksHits.Load() - jwks; got != 0 {
+		t.Errorf("forged tokens with a known kid fetched the keys %d times", got)
+	}
+	before = sigChecks.Load()
+	for range n {
+		forged := signJWT(map[string]any{"alg": "ES384", "typ": "at+jwt", "kid": randomString(6)},
+			map[string]any{"iss": idp.issuer, "aud": bearerAPI, "sub": "x", "client_id": "x", "exp": idp.now().Unix() + 60},
+			es384Signer(attacker.signingKey()))
+		mustBearerFail(t, hx.serve("GET", "/api", nil, bearer(forged)), 401, "invalid_token")
+	}
+	if got := idp.jwksHits.Load() - jwks; got > refetchBurst {
+		t.Errorf("forged tokens with unknown kids fetched the keys %d times (cap %d)", got, refetchBurst)
+	}
+	if got := sigChecks.Load() - before; got != 0 {
+		t.Errorf("tokens naming no known key cost %d signature checks", got)
+	}
+	if got := hx.h.client.bearer.len(); got != 1 {
+		t.Errorf("cache holds %d tokens, want only the genuine one", got)
+	}
+}
+
+// TestBearerCachedUntilExpiry: a token is verified once, then served from
+// the cache, and refused once expired (60 s leeway).
+func TestBearerCachedUntilExpiry(t *testing.T) {
+	hx := bearerHarness(t, nil)
+	tok := hx.idp.accessToken(func(_, c map[string]any) { c["exp"] = hx.idp.now().Unix() + 300 })
+	before := sigChecks.Load()
+	for range 5 {
+		mustPass(t, hx.serve("GET", "/api", nil, bearer(tok)), "user-1")
+	}
+	if got := sigChecks.Load() - before; got != 1 {
+		t.Errorf("5 requests with one token cost %d signature checks, want 1", got)
+	}
+	hx.clock.Advance(300*time.Second + clockSkew - time.Second)
+	mustPass(t, hx.serve("GET", "/api", nil, bearer(tok)), "user-1")
+	hx.clock.Advance(2 * time.Second)
+	mustBearerFail(t, hx.serve("GET", "/api", nil, bearer(tok)), 401, "invalid_token")
+}
+
+// TestBearerKeyRotation: a token signed with a key Logto has just rotated
+// in is accepted (the keys are fetched again for its kid).
+func TestBearerKeyRotation(t *testing.T) {
+	hx := bearerHarness(t, nil)
+	mustPass(t, hx.serve("GET", "/api", nil, bearer(hx.idp.accessToken(nil))), "user-1")
+	hx.idp.rotateKey(false)
+	mustPass(t, hx.serve("GET", "/api", nil, bearer(hx.idp.accessToken(nil))), "user-1")
+}
+
+// TestBearerCacheComparesTheToken: the cache is keyed by a 64-bit hash, so
+// an entry must be used only for the very token it was verified for; a
+// token that collides (by chance or by search) is verified afresh.
+func TestBearerCacheComparesTheToken(t *testing.T) {
+	bc := newBearerCache(4)
+	good := &bearerToken{raw: "header.payload.signature", exp: 100}
+	k := bc.key(good.raw)
+	bc.put(k, good, 0)
+	if bc.get(k, good.raw) != good {
+		t.Fatal("cached token not found")
+	}
+	if bc.get(k, "header.payload.forged") != nil {
+		t.Fatal("an entry was returned for another token under the same key")
+	}
+	// Full: expired entries go first, and the size stays bounded.
+	for i := range 10 {
+		tok := &bearerToken{raw: strings.Repeat("x", i+1), exp: int64(i)}
+		bc.put(bc.key(tok.raw), tok, 5)
+	}
+	if n := bc.len(); n > 4 {
+		t.Errorf("cache holds %d entries, bound 4", n)
+	}
+}
+
+// TestBearerSurvivesSiblingAuthorizationHeader stops one block's
+// `header Authorization "Bearer {http.auth.logto.access_token}"` from
+// locking every API client out of the application's bearer blocks: the
+// names a block sets are stripped from the client's request by every block
+// of the application, and the client's Authorization used to be deleted
+// before the bearer block read it, so every token request answered 401.
+// The bearer block judges the token the client sent, and where it accepts
+// it the upstream gets that Authorization header unchanged.
+func TestBearerSurvivesSiblingAuthorizationHeader(t *testing.T) {
+	idp := newFakeIdP(t)
+	// A browser section of the same application that forwards its route
+	// token to its upstream.
+	site := newHarness(t, idp, func(h *Handler) {
+		h.Pass = true
+		h.TokenResource = bearerAPI
+		h.Headers = map[string]string{"Authorization": "Bearer {http.auth.logto.access_token}"}
+	})
+	api := newHarness(t, idp, func(h *Handler) {
+		h.Bearer = []string{bearerAPI}
+		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}"}
+	})
+	tok := idp.accessToken(nil)
+	mustForward := func(what string, res *result) {
+		t.Helper()
+		mustPass(t, res, "user-1")
+		if got := res.nextReq.Header.Get("Authorization"); got != "Bearer "+tok {
+			t.Errorf("%s: the upstream got Authorization %.30q, want the client's token unchanged", what, got)
+		}
+		if got := res.nextReq.Header.Get("X-User-Id"); got != "user-1" {
+			t.Errorf("%s: X-User-Id = %q, want the token's sub", what, got)
+		}
+	}
+	mustForward("bearer block alone", api.serve(http.MethodGet, "/api/data", nil, bearer(tok)))
+	mustForward("behind the site block", serveStacked(t, site, api, "/api/data", newBrowser(), bearer(tok)))
+
+	// A token the bearer block refuses is not forwarded either, nor is
+	// another scheme the sibling's header name strips.
+	mustBearerFail(t, api.serve(http.MethodGet, "/api/data", nil, bearer("garbage")), http.StatusUnauthorized, "invalid_token")
+	res := serveStacked(t, site, newHarness(t, idp, func(h *Handler) {
+		h.Bearer = []string{bearerAPI}
+		h.Pass = true
+	}), "/page", newBrowser(), withHeader("Authorization", "Basic YTpi"))
+	if !res.next {
+		t.Fatalf("an anonymous request to a pass block did not go on: %v", res.err)
+	}
+	if got := res.nextReq.Header.Get("Authorization"); got != "" {
+		t.Errorf("a client's own Authorization %q reached the upstream of a block whose application sets that header", got)
+	}
+}
+
+// TestBearerBlockDropsTheCookieUsersIdentity stops two identities from
+// reaching one upstream: behind a site block that found the browser's
+// session and set `header X-User-Id {http.auth.user.id}`, a bearer block
+// that accepts a machine-to-machine token used to pass the request on with
+// the token's identity in its own headers and placeholders, and the
+// cookie user's X-User-Id beside them. The token's identity replaces the
+// session's, headers included.
+func TestBearerBlockDropsTheCookieUsersIdentity(t *testing.T) {
+	idp := newFakeIdP(t)
+	site := newHarness(t, idp, func(h *Handler) {
+		h.Pass = true
+		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}"}
+	})
+	api := newHarness(t, idp, func(h *Handler) {
+		h.Bearer = []string{bearerAPI}
+		h.Headers = map[string]string{"X-Client": "{http.auth.user.client_id}"}
+	})
+	b := newBrowser()
+	signInAt(t, site, b)
+	res := serveStacked(t, site, api, "/api/data", b, fetchAPI(), bearer(idp.m2mToken("read:data")))
+	mustPass(t, res, testM2MID)
+	if got := res.nextReq.Header.Get("X-Client"); got != testM2MID {
+		t.Errorf("X-Client = %q, want the token's client", got)
+	}
+	if got := res.nextReq.Header.Get("X-User-Id"); got != "" {
+		t.Errorf("the upstream of a token request got the browser session's X-User-Id %q", got)
+	}
+}
+
+// TestCookieBlockAfterBearerBlockNamesTheSessionUser: the other order. A
+// bearer block accepts a token, then a cookie block of the same
+// application judges the request by its session: its rules ran against
+// the session's user, so the placeholders and identity headers must name
+// that user, not the token's subject, and the bearer block's headers go.
+func TestCookieBlockAfterBearerBlockNamesTheSessionUser(t *testing.T) {
+	idp := newFakeIdP(t)
+	api := newHarness(t, idp, func(h *Handler) {
+		h.Pass = true
+		h.Bearer = []string{bearerAPI}
+		h.Headers = map[string]string{"X-Client": "{http.auth.user.client_id}"}
+	})
+	site := newHarness(t, idp, func(h *Handler) {
+		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}"}
+	})
+	b := newBrowser()
+	signInAt(t, site, b)
+	res := serveStacked(t, api, site, "/api/data", b, fetchAPI(), bearer(idp.m2mToken("read:data")))
+	mustPass(t, res, "user-1")
+	if got := res.nextReq.Header.Get("X-User-Id"); got != "user-1" {
+		t.Errorf("X-User-Id = %q, want the session's user", got)
+	}
+	if got := res.nextReq.Header.Get("X-Client"); got != "" {
+		t.Errorf("the upstream of a session request got the token's X-Client %q", got)
 	}
 }
