@@ -2,6 +2,7 @@ package logto
 
 import (
 	"net/http"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -203,6 +204,126 @@ func FuzzDecodeSession(f *testing.F) {
 		again, err := decodeSession(encodeSession(s))
 		if err != nil || !reflect.DeepEqual(again, s) {
 			t.Fatalf("round trip: %+v, %v; want %+v", again, err, s)
+		}
+	})
+}
+
+// FuzzCallbackQuery sends arbitrary raw query strings to the sign-in
+// callback, with and without a genuine attempt cookie. Whatever the query,
+// the handler must not panic or answer 500, and a session may only come
+// out of a code the IdP issued, presented with the attempt's own state.
+func FuzzCallbackQuery(f *testing.F) {
+	hx := newHarness(f, nil, nil)
+	b := newBrowser()
+	auth := hx.startSignIn(b, "/fuzz")
+	state := auth.Query().Get("state")
+	cookie := b.header()
+	code := hx.idp.issueCode(auth, "user-1")
+	iss := url.QueryEscape(hx.idp.issuer)
+
+	for _, seed := range []string{
+		"",
+		"code=" + code + "&state=" + state + "&iss=" + iss,
+		"code=x&state=" + state + "&iss=" + iss,
+		"code=x&state=" + state,
+		"state=" + state + "&error=access_denied&error_description=no",
+		"state=" + state + "&state=" + state + "&code=a&code=b",
+		"code=%00&state=" + state + "&iss=" + iss,
+		"state=%zz",
+		"state=" + state[:31] + "%C3%A9",
+		";;;&&&===",
+		"code=" + code + "&state=" + state + "&iss=" + iss + "&iss=https://evil",
+	} {
+		f.Add(seed, true)
+		f.Add(seed, false)
+	}
+	f.Fuzz(func(t *testing.T, raw string, withCookie bool) {
+		fx := *hx
+		fx.t = t
+		r, repl, w := newRequest(http.MethodGet, "/logto/sign-in-callback", nil)
+		r.URL.RawQuery = raw
+		if withCookie {
+			r.Header.Set("Cookie", cookie)
+		}
+		res := fx.serveRequest(r, repl, w, nil)
+		if !res.newSession(t) {
+			return
+		}
+		q, _ := url.ParseQuery(raw)
+		if !withCookie || q.Get("state") != state || !hx.idp.wasIssued(q.Get("code")) {
+			t.Fatalf("query %q (cookie %v) made a session", raw, withCookie)
+		}
+	})
+}
+
+// FuzzBearerRequest sends arbitrary Authorization headers (one or two) and
+// query strings to a bearer block. Whatever they hold, the handler must not
+// panic or answer 500, must never redirect or set a cookie, and may only let
+// a request through with the genuine token, alone, in one Authorization
+// header.
+func FuzzBearerRequest(f *testing.F) {
+	hx := newHarness(f, nil, func(h *Handler) { h.Bearer = []string{bearerAPI} })
+	good := hx.idp.accessToken(nil)
+	forged := good[:strings.LastIndexByte(good, '.')+1] + "AAAA"
+	for _, seed := range []struct{ a, b, q string }{
+		{"Bearer " + good, "", ""},
+		{"bearer " + good, "", ""},
+		{"Bearer " + good, "Bearer " + good, ""},
+		{"Bearer", "", ""},
+		{"Bearer " + good + " x", "", ""},
+		{"Bearer " + forged, "", ""},
+		{"Bearer " + good[:40], "", ""},
+		{"Basic YTpi", "", ""},
+		{"", "", "access_token=" + good},
+		{"Bearer a.b.c", "", "access_token=x"},
+		{"Bearer e30.e30.", "", ""},
+		{"Bearer ..", "", ""},
+		{"Bearer \x00", "", ""},
+	} {
+		f.Add(seed.a, seed.b, seed.q)
+	}
+	f.Fuzz(func(t *testing.T, a, b, query string) {
+		fx := *hx
+		fx.t = t
+		r, repl, w := newRequest(http.MethodGet, "/api", nil, fetchAPI())
+		r.URL.RawQuery = query
+		for _, v := range []string{a, b} {
+			if v != "" {
+				r.Header.Add("Authorization", v)
+			}
+		}
+		res := fx.serveRequest(r, repl, w, nil)
+		if loc := res.rec.Header().Get("Location"); loc != "" {
+			t.Fatalf("redirected to %q", loc)
+		}
+		if sc := res.rec.Header().Values("Set-Cookie"); len(sc) > 0 {
+			t.Fatalf("set cookies %q", sc)
+		}
+		if !res.next {
+			return
+		}
+		cred := bearerCredentials(r.Header["Authorization"], r)
+		if cred.kind != credToken || cred.token != good {
+			t.Fatalf("let through Authorization %q, %q, query %q", a, b, query)
+		}
+	})
+}
+
+// FuzzAccessTokenParse feeds arbitrary strings to the access token parser
+// and verifier: no panic, and nothing but a token signed by the tenant is
+// ever accepted.
+func FuzzAccessTokenParse(f *testing.F) {
+	hx := newHarness(f, nil, func(h *Handler) { h.Bearer = []string{bearerAPI} })
+	good := hx.idp.accessToken(nil)
+	for _, seed := range []string{good, good[:len(good)-1], "a.b.c", "e30.e30.e30", "..", strings.Repeat("A", 9000)} {
+		f.Add(seed)
+	}
+	accept := func(string) bool { return true }
+	f.Fuzz(func(t *testing.T, raw string) {
+		_, _ = parseJWS(raw)
+		tok, err := hx.h.client.verifyBearer(t.Context(), raw, accept)
+		if err == nil && raw != good {
+			t.Fatalf("accepted %q (sub %q)", raw, tok.sub)
 		}
 	})
 }
