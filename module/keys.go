@@ -50,7 +50,7 @@ type keySet struct {
 	now  func() time.Time
 
 	// saved, when set, is given every key set fetched, to keep (see
-	// keycache.go).
+	// saveKeys).
 	saved func(body []byte)
 
 	fetching sync.Mutex // one fetch at a time, without blocking readers
@@ -381,7 +381,7 @@ func (s *jwks) lookup(kid string) crypto.PublicKey {
 
 // The tenant's keys, as last fetched, are kept in Caddy's storage so that
 // an instance started while Logto is unreachable can still verify the
-// sessions it is shown (verify.go) instead of signing everyone out. They
+// sessions it is shown (verifyStored) instead of signing everyone out. They
 // are sealed with the session key: whoever can write to storage but does
 // not hold the cookie key cannot slip in a key of their own.
 
@@ -464,7 +464,7 @@ func (c *client) savedVerifier(ctx context.Context) (*oidc.IDTokenVerifier, erro
 // refresh, or in another cookie: re-sealed for idle tracking, or dropped
 // from the decoded-session cache) is still accepted, and others are checked
 // against the tenant's keys as last fetched, kept sealed in Caddy's storage
-// (keycache.go). Only when neither is there (a first start during an outage)
+// (saveKeys, below). Only when neither is there (a first start during an outage)
 // is a session refused: the cookie key alone is never trusted.
 
 // maxVerifiedTokens bounds the set of verified ID tokens (32 bytes each).
@@ -515,7 +515,7 @@ func (c *client) verifyStored(ctx context.Context, raw string) error {
 			return err // checked against the tenant's keys: a real failure
 		}
 	}
-	// Logto's keys cannot be had: the ones kept in storage (keycache.go).
+	// Logto's keys cannot be had: the ones kept in storage (saveKeys, below).
 	v, serr := c.savedVerifier(ctx)
 	if serr != nil {
 		return err

@@ -63,7 +63,7 @@ type provider struct {
 	verifier   *oidc.IDTokenVerifier
 	logout     *oidc.IDTokenVerifier
 	keys       *keySet
-	onKeys     func(body []byte) // given every key set fetched (keycache.go)
+	onKeys     func(body []byte) // given every key set fetched (saveKeys, in keys.go)
 	fetched    time.Time
 	refreshing bool // a background refresh of a stale document runs
 	failedAt   time.Time

@@ -14,7 +14,7 @@ import (
 )
 
 // session is what the session cookie carries, sealed by the codec (in the
-// binary form of sessionwire.go). It keeps only what cannot be had again
+// binary form of encodeSession, below). It keeps only what cannot be had again
 // cheaply: the ID token (which also holds the user's claims, so they are
 // not stored twice, and whose signature lets any instance verify it) and
 // the refresh token. Access tokens (for userinfo, API resources and
