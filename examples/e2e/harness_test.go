@@ -165,6 +165,8 @@ func requireChromium(t *testing.T) {
 	}
 }
 
+// --- small helpers ---------------------------------------------------------------
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -177,8 +179,6 @@ func tail(s string, n int) string {
 	}
 	return s
 }
-
-// --- small helpers ---------------------------------------------------------------
 
 // jwtPayload decodes a JWT's claims without verifying it.
 func jwtPayload(t testing.TB, jwt string) map[string]any {
