@@ -1,8 +1,11 @@
 package e2e
 
-// The harness: a Caddy binary built once, the dev IdP, Caddy instances with
-// their own registered client, a cookie-jar HTTP visitor that signs in
-// without a browser, and headless Chromium sessions.
+// The harness's core: TestMain builds the Caddy binary once and starts the
+// shared dev IdP, a test skips or fails when a tool it needs is missing, and
+// small helpers. The rest of the harness has a file per concern:
+// processes_test.go (child processes), devidp_test.go (the dev IdP),
+// sites_test.go (Caddy sites), visitor_test.go and cookiejar_test.go (the
+// HTTP visitor) and chromium_test.go (the headless browser).
 
 import (
 	"bufio"
