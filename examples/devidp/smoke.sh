@@ -4,7 +4,8 @@
 # discovery, a full code flow, resource
 # and organization tokens, refresh-token rotation and reuse detection,
 # revocation, RP-initiated and back-channel logout, key rotation, failure
-# injection, the sign-in pages, ES256 and ES512 tenants, 20 quick starts in a
+# injection, the sign-in pages, a kill -9 and restart with DEVIDP_STORE, ES256
+# and ES512 tenants, 20 quick starts in a
 # row, and machine-to-machine apps (client credentials). Needs node and curl;
 # exits non-zero on the first failed check.
 set -euo pipefail
@@ -499,6 +500,47 @@ expect "userinfo: all of them" "$(curl -sf -H "Authorization: Bearer $(json d.ac
 stop_idp
 DEVIDP_PORT=0 DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=roles,organization_data node server.js >"$TMP/bad.out" 2>&1 && die "unknown extended claim accepted"
 expect "unknown extended claim refused" "$(grep -c 'not an extended claim: organization_data' "$TMP/bad.out")" 1
+
+echo "== DEVIDP_STORE: kill -9 and a restart with the same store lose nothing"
+export STORE="$TMP/store/devidp.json"
+STORE_ENV=(DEVIDP_STORE="$STORE" DEVIDP_CLIENT_ID=$APP DEVIDP_CLIENT_SECRET=$SECRET DEVIDP_REDIRECT_URIS="$REDIRECT_URI" DEVIDP_ROTATE=always)
+start_idp idp-store "${STORE_ENV[@]}"
+ISSUER="$BASE/oidc"
+STORE_BASE=$BASE
+[ -s "$STORE" ] || die "DEVIDP_STORE: a snapshot is written at start"
+ok "DEVIDP_STORE: a snapshot is written at start"
+authorize "$TMP/jar-store" "$SIGNIN_QUERY" alice || die "store: sign-in"
+expect "store: code exchange" "$(exchange "$CB" "$TMP/s1.json")" 200
+S_IDT=$(json d.id_token <"$TMP/s1.json")
+S_AT=$(json d.access_token <"$TMP/s1.json")
+S_KID=$(jwt_part 0 "$S_IDT" | json d.kid)
+token "$TMP/s2.json" grant_type=refresh_token "refresh_token=$(json d.refresh_token <"$TMP/s1.json")" >/dev/null
+S_RT=$(json d.refresh_token <"$TMP/s2.json")
+[ -n "$S_RT" ] && [ "$S_RT" != "$(json d.refresh_token <"$TMP/s1.json")" ] || die "store: the refresh token rotated before the kill"
+authorize "$TMP/jar-store-new" "prompt=consent&scope=$(urlenc 'openid offline_access profile')&first_screen=register" "storeuser$RANDOM" || die "store: register"
+exchange "$CB" "$TMP/s3.json" >/dev/null
+kill -9 "$IDP_PID"
+wait "$IDP_PID" 2>/dev/null || true
+printf '{"op":"set","m":"Session","id":"torn-by-the-ki' >>"$STORE.journal" # as if the kill tore a write
+start_idp idp-store2 "${STORE_ENV[@]}" DEVIDP_PORT="${STORE_BASE##*:}"
+ISSUER="$BASE/oidc"
+expect "store: restarted on the same port" "$BASE" "$STORE_BASE"
+grep -q 'journal entries replayed, 1 torn skipped' "$TMP/idp-store2.err" || die "store: the journal is replayed, a torn line skipped: $(cat "$TMP/idp-store2.err")"
+ok "store: the journal is replayed, a torn last line skipped"
+expect "store: the JWKS kid is the same after the restart" "$(curl -sf "$ISSUER/jwks" | json 'd.keys.map(k=>k.kid).join(" ")')" "$S_KID"
+verify_jwt "$S_IDT" "$ISSUER/jwks" || die "store: an ID token signed before the restart verifies after it"
+ok "store: an ID token signed before the restart verifies after it"
+expect "store: the refresh token rotated just before the kill refreshes" "$(token "$TMP/s4.json" grant_type=refresh_token "refresh_token=$S_RT")" 200
+expect "store: and the new ID token has the same kid" "$(jwt_part 0 "$(json d.id_token <"$TMP/s4.json")" | json d.kid)" "$S_KID"
+expect "store: an access token from before the restart works at userinfo" \
+	"$(curl -s -o "$TMP/s5.json" -w '%{http_code}' -H "Authorization: Bearer $S_AT" "$ISSUER/me") $(json d.username <"$TMP/s5.json")" "200 alice"
+authorize "$TMP/jar-store" "$SIGNIN_QUERY" || die "store: the IdP session (cookie and session) survives the restart"
+expect "store: the IdP session survives the restart (straight back, no page)" "$PAGES" 0
+expect "store: a user who registered before the restart refreshes after it" \
+	"$(token "$TMP/s6.json" grant_type=refresh_token "refresh_token=$(json d.refresh_token <"$TMP/s3.json")")" 200
+expect "store: POST /__dev/store/snapshot folds the journal into the snapshot" \
+	"$(curl -sf -X POST "$BASE/__dev/store/snapshot" | json '[d.persistence.journal_bytes, d.persistence.file === process.env.STORE, d.signed_in_sessions > 0].join(" ")')" "0 true true"
+stop_idp
 
 echo "== P-256 and P-521 tenants (DEVIDP_ALG=ES256, ES512)"
 for pair in ES256/P-256 ES512/P-521; do
