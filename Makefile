@@ -1,7 +1,7 @@
 # The two commands (see README.md):
 #   make demo   run the static-site example against the dev IdP (or your tenant)
 #   make test   run every test, installing what they need
-.PHONY: demo test bench load
+.PHONY: demo test bench load soak
 
 demo:
 	@.ci/demo
@@ -16,3 +16,8 @@ bench:
 # wrk against a real Caddy with the module, side by side with a bare file_server.
 load:
 	@.ci/load
+
+# The long soak: 200 users for 10 minutes through two instances while the
+# IdP, Redis and one instance restart (the short form runs in make test).
+soak:
+	@.ci/soak
