@@ -23,8 +23,18 @@
  *   DEVIDP_POST_LOGOUT_REDIRECT_URIS (space separated), DEVIDP_BACKCHANNEL_LOGOUT_URI,
  *   DEVIDP_BACKCHANNEL_SESSION_REQUIRED (0/1): a "Traditional web" client
  *   DEVIDP_ALG: ES384 (default) | ES256 | ES512 | RS256
- *   DEVIDP_ACCESS_TOKEN_TTL (3600), DEVIDP_ID_TOKEN_TTL (3600),
- *   DEVIDP_REFRESH_TOKEN_TTL (1209600), DEVIDP_SESSION_TTL (1209600): seconds
+ *   Lifetimes, in seconds (positive integers; Logto's defaults):
+ *   DEVIDP_ID_TOKEN_TTL (3600): every ID token, from the code exchange and
+ *     from each refresh (exp - iat)
+ *   DEVIDP_ACCESS_TOKEN_TTL (3600): opaque and API resource access tokens
+ *     (organization and machine-to-machine tokens keep Logto's 3600)
+ *   DEVIDP_REFRESH_TOKEN_TTL (1209600 = 14 days): every refresh token. A
+ *     confidential client gets the same token back until 70 % of it has
+ *     passed, then a new one with the full lifetime again, so a session that
+ *     refreshes keeps living: 300 rotates after 210 s, then every ~210 s
+ *   DEVIDP_SESSION_TTL (1209600): the IdP's own sign-in session (cookie)
+ *   A soak test: DEVIDP_ID_TOKEN_TTL=20 DEVIDP_REFRESH_TOKEN_TTL=300
+ *     DEVIDP_STORE=<file> DEVIDP_PORT=<fixed> (README.md, "Soak test")
  *   DEVIDP_ROTATE: logto (default; confidential clients rotate after 70 % of
  *     the refresh token's lifetime) | always | never
  *   DEVIDP_AUTHORIZATION_CODE_TTL (60, as Logto): seconds

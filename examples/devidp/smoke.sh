@@ -67,6 +67,11 @@ verify_jwt() {
 			header.alg.startsWith("ES") ? { key, dsaEncoding: "ieee-p1363" } : key, Buffer.from(s, "base64url"));
 		process.exit(ok ? 0 : 1);' "$1" "$TMP/jwks.json"
 }
+now_ms() { local t=${EPOCHREALTIME/./}; echo $((10#$t / 1000)); }
+sleep_until() { # sleep_until <epoch ms>
+	local d=$(($1 - $(now_ms)))
+	[ "$d" -le 0 ] || sleep "$((d / 1000)).$(printf '%03d' $((d % 1000)))"
+}
 urlenc() { node -e 'process.stdout.write(encodeURIComponent(process.argv[1]))' "$1"; }
 qparam() { node -e 'process.stdout.write(new URL(process.argv[1]).searchParams.get(process.argv[2]) ?? "")' "$1" "$2"; }
 
@@ -483,25 +488,42 @@ start_idp idp2 DEVIDP_CLIENT_ID=$APP DEVIDP_CLIENT_SECRET=$SECRET DEVIDP_REDIREC
 	DEVIDP_AUTHORIZATION_CODE_TTL=3
 ISSUER="$BASE/oidc"
 expect "RS256 discovery" "$(curl -sf "$ISSUER/.well-known/openid-configuration" | json 'd.id_token_signing_alg_values_supported.join()')" RS256
+# A code left to expire (DEVIDP_AUTHORIZATION_CODE_TTL=3), taken first so it
+# is long expired when it is tried, whatever the machine's load.
+authorize "$TMP/jar-late" "$SIGNIN_QUERY" bob || die "bob, code left to expire"
+LATE_CB=$CB
 authorize "$TMP/jar2" "$SIGNIN_QUERY" alice || die "sign-in with env client"
 expect "code exchange" "$(exchange "$CB" "$TMP/e1.json")" 200
+E1_MS=$(now_ms) # the refresh token's iat is at most this
+# userinfo at once: the access token lives DEVIDP_ACCESS_TOKEN_TTL=5 s, and the
+# checks below take seconds on a loaded machine.
+curl -s -o "$TMP/me2.json" -H "Authorization: Bearer $(sed -n 's/.*"access_token": *"\([^"]*\)".*/\1/p' "$TMP/e1.json")" "$ISSUER/me"
 IDT=$(json d.id_token <"$TMP/e1.json")
 verify_jwt "$IDT" "$ISSUER/jwks" || die "RS256 ID token signature"
 expect "no extended claims in ID token, no sid" "$(jwt_part 1 "$IDT" | json '[d.roles,d.organizations,d.sid,d.name,d.exp-d.iat].join("|")')" "|||Alice Park|2"
-expect "userinfo still has them" "$(curl -sf -H "Authorization: Bearer $(json d.access_token <"$TMP/e1.json")" "$ISSUER/me" | json 'd.roles.join()+" "+d.organizations.length')" "admin 2"
+expect "userinfo still has them" "$(json 'd.roles.join()+" "+d.organizations.length' <"$TMP/me2.json")" "admin 2"
 RT=$(json d.refresh_token <"$TMP/e1.json")
 token "$TMP/e2.json" grant_type=refresh_token "refresh_token=$RT" resource=https://api.example.com >/dev/null
 expect "logto rotation: same token before 70 %" "$(json d.refresh_token <"$TMP/e2.json")" "$RT"
 expect "access token TTL" "$(json d.expires_in <"$TMP/e2.json")" 5
 expect "DEVIDP_CLIENT_SECRET_POST=1: client_secret_post accepted" "$(curl -s -o "$TMP/t.json" -w '%{http_code}' -d "client_id=$APP" -d "client_secret=$SECRET" -d grant_type=refresh_token -d "refresh_token=$RT" "$ISSUER/token")" 200
-authorize "$TMP/jar-late" "$SIGNIN_QUERY" bob || die "bob, code left to expire"
-LATE_CB=$CB
-sleep 7.2
-expect "authorization code after its TTL (DEVIDP_AUTHORIZATION_CODE_TTL=3)" "$(exchange "$LATE_CB" "$TMP/t.json") $(json d.error <"$TMP/t.json")" "400 invalid_grant"
-token "$TMP/e3.json" grant_type=refresh_token "refresh_token=$RT" >/dev/null
+# 70 % of the 10 s lifetime is 7 s after the exchange, its end 10 s: refresh
+# at 7.6 s (timed from the clock, not after a fixed sleep, as the checks above
+# take seconds on a loaded machine).
+sleep_until $((E1_MS + 7600))
+E3_STATUS=$(token "$TMP/e3.json" grant_type=refresh_token "refresh_token=$RT")
+E3_LATE=$(( $(now_ms) - E1_MS ))
+[ "$E3_STATUS" = 200 ] || die "logto rotation: the refresh 7.6 s into the 10 s lifetime got $E3_STATUS ($E3_LATE ms after the exchange): $(cat "$TMP/e3.json")"
 RT2=$(json d.refresh_token <"$TMP/e3.json")
-[ -n "$RT2" ] && [ "$RT2" != "$RT" ] || die "logto rotation: rotated after 70 %"
+[[ $RT2 =~ ^[A-Za-z0-9_-]{43}$ ]] && [ "$RT2" != "$RT" ] || die "logto rotation: rotated after 70 % (got '$RT2')"
 ok "logto rotation: rotated after 70 %"
+expect "authorization code after its TTL (DEVIDP_AUTHORIZATION_CODE_TTL=3)" "$(exchange "$LATE_CB" "$TMP/t.json") $(json d.error <"$TMP/t.json")" "400 invalid_grant"
+expect "DEVIDP_ID_TOKEN_TTL=2: the refresh's ID token lives 2 s" "$(jwt_part 1 "$(json d.id_token <"$TMP/e3.json")" | json 'd.exp-d.iat')" 2
+curl -s -u "$APP:$SECRET" -d "token=$RT2" "$ISSUER/token/introspection" >"$TMP/i2.json"
+expect "DEVIDP_REFRESH_TOKEN_TTL=10: the rotated refresh token gets the full 10 s again" "$(json '[d.active, d.exp-d.iat].join(" ")' <"$TMP/i2.json")" "true 10"
+sleep_until $((E1_MS + 11000))
+expect "past the first refresh token's lifetime, the session in use still refreshes (same token: under 70 % of its own)" \
+	"$(token "$TMP/e5.json" grant_type=refresh_token "refresh_token=$RT2") $([ "$(json d.refresh_token <"$TMP/e5.json")" = "$RT2" ] && echo same)" "200 same"
 authorize "$TMP/jar3" "prompt=consent&scope=$(urlenc 'openid offline_access profile')" bob || die "bob without organization scope"
 exchange "$CB" "$TMP/e4.json" >/dev/null
 expect "organization token without urn:logto:scope:organizations" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$(json d.refresh_token <"$TMP/e4.json")" organization_id=$(curl -sf "$BASE/__dev/organizations" | json 'd.find(o=>o.slug==="acme").id')) $(json d.error <"$TMP/t.json")" \
