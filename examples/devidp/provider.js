@@ -126,6 +126,8 @@ function logtoRotation(ctx) {
  * @param {object[]} [cfg.signingKeys] saved private JWKs, the current one first
  * @param {string[]} [cfg.cookieKeys] saved cookie signing keys
  * @param {(keys: object[]) => void} [cfg.onKeysChanged] called after a key rotation
+ * @param {(kind: 'within_grace'|'refused') => void} [cfg.onRefreshReuse] called
+ *   when a refresh token that was already redeemed (rotated) is presented again
  * @param {(event: object) => void} cfg.onBackchannel called for every logout token sent
  */
 export function createProvider(cfg) {
@@ -288,7 +290,14 @@ export function createProvider(cfg) {
 
   provider.registerGrantType(
     'refresh_token',
-    refreshTokenGrant({ alg, organizationTokenTtl: 3600 }),
+    refreshTokenGrant({
+      alg,
+      organizationTokenTtl: 3600,
+      reuse: {
+        consumedAt: (jti) => cfg.store.consumedAt('RefreshToken', jti),
+        report: (kind) => cfg.onRefreshReuse?.(kind),
+      },
+    }),
     refreshParameters,
     ['resource'],
   );

@@ -23,8 +23,18 @@
  *   DEVIDP_POST_LOGOUT_REDIRECT_URIS (space separated), DEVIDP_BACKCHANNEL_LOGOUT_URI,
  *   DEVIDP_BACKCHANNEL_SESSION_REQUIRED (0/1): a "Traditional web" client
  *   DEVIDP_ALG: ES384 (default) | ES256 | ES512 | RS256
- *   DEVIDP_ACCESS_TOKEN_TTL (3600), DEVIDP_ID_TOKEN_TTL (3600),
- *   DEVIDP_REFRESH_TOKEN_TTL (1209600), DEVIDP_SESSION_TTL (1209600): seconds
+ *   Lifetimes, in seconds (positive integers; Logto's defaults):
+ *   DEVIDP_ID_TOKEN_TTL (3600): every ID token, from the code exchange and
+ *     from each refresh (exp - iat)
+ *   DEVIDP_ACCESS_TOKEN_TTL (3600): opaque and API resource access tokens
+ *     (organization and machine-to-machine tokens keep Logto's 3600)
+ *   DEVIDP_REFRESH_TOKEN_TTL (1209600 = 14 days): every refresh token. A
+ *     confidential client gets the same token back until 70 % of it has
+ *     passed, then a new one with the full lifetime again, so a session that
+ *     refreshes keeps living: 300 rotates after 210 s, then every ~210 s
+ *   DEVIDP_SESSION_TTL (1209600): the IdP's own sign-in session (cookie)
+ *   A soak test: DEVIDP_ID_TOKEN_TTL=20 DEVIDP_REFRESH_TOKEN_TTL=300
+ *     DEVIDP_STORE=<file> DEVIDP_PORT=<fixed> (README.md, "Soak test")
  *   DEVIDP_ROTATE: logto (default; confidential clients rotate after 70 % of
  *     the refresh token's lifetime) | always | never
  *   DEVIDP_AUTHORIZATION_CODE_TTL (60, as Logto): seconds
@@ -56,6 +66,11 @@
  * POST /__dev/logout?sub=<user id>[&keep_tokens=1], GET /__dev/backchannel,
  * POST /__dev/resources/delete?indicator=<API resource> (as if deleted in
  * Console), POST /__dev/resources/restore (reset restores them too),
+ * GET /__dev/refresh-reuse ({refresh_token_grants: successful refresh_token
+ * grants, reused_within_grace: an already redeemed (rotated) refresh token
+ * presented again inside Logto's 3 s grace and accepted, reused_refused: after
+ * the grace, refused with the grant revoked, double_redemptions: the sum};
+ * also in /__dev/stats, reset by /__dev/reset, kept by DEVIDP_STORE),
  * GET /__dev/store ({models: {<model>: live entries}, signed_in_sessions,
  * persistence: null | {file, snapshot_saved_at, snapshots_written,
  * last_snapshot_ms, journal_bytes}}), POST /__dev/store/snapshot (fold the
@@ -147,6 +162,8 @@ const newStats = () => ({
   authorization_code_grants: 0,
   refresh_token_grants: 0,
   refresh_token_grants_by_resource: {},
+  refresh_token_reuse_within_grace: 0,
+  refresh_token_reuse_refused: 0,
   organization_token_grants: 0,
   invalid_grants: 0,
   revocations: 0,
@@ -421,6 +438,22 @@ async function adminSignOut(sub, keepTokens) {
   };
 }
 
+/**
+ * Double redemptions of refresh tokens: a token that was already redeemed
+ * (rotated) presented again, accepted inside Logto's 3 s grace or refused
+ * after it (which revokes the grant); and the refresh grants served.
+ */
+function refreshReuse() {
+  const withinGrace = stats.refresh_token_reuse_within_grace;
+  const refused = stats.refresh_token_reuse_refused;
+  return {
+    refresh_token_grants: stats.refresh_token_grants,
+    reused_within_grace: withinGrace,
+    reused_refused: refused,
+    double_redemptions: withinGrace + refused,
+  };
+}
+
 /** What the store holds: live entries per model, and sessions with a user. */
 function storeInfo() {
   const models = {};
@@ -437,6 +470,7 @@ async function handleDev(req, res, url) {
   switch (route) {
     case 'GET /__dev/requests': return sendJson(res, 200, authorizationRequests);
     case 'GET /__dev/stats': return sendJson(res, 200, stats);
+    case 'GET /__dev/refresh-reuse': return sendJson(res, 200, refreshReuse());
     case 'GET /__dev/backchannel': return sendJson(res, 200, backchannelLog);
     case 'GET /__dev/store': return sendJson(res, 200, storeInfo());
     case 'POST /__dev/store/snapshot':
@@ -649,6 +683,11 @@ server.listen(port, host, async () => {
     signingKeys: saved?.signing_keys,
     cookieKeys: saved?.cookie_keys,
     onKeysChanged: (keys) => persistence?.append({ op: 'keys', signing: keys }),
+    onRefreshReuse: (kind) => {
+      if (kind === 'refused') stats.refresh_token_reuse_refused += 1;
+      else stats.refresh_token_reuse_within_grace += 1;
+      statsChanged();
+    },
     onBackchannel: (event) => {
       stats.backchannel_logouts_sent += 1;
       statsChanged();
