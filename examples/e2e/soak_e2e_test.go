@@ -50,6 +50,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -246,6 +247,8 @@ type soakEventLog struct {
 	Instance string  `json:"instance,omitempty"`
 	Window   string  `json:"window,omitempty"`
 	Detail   string  `json:"detail,omitempty"`
+	start    int64   // ms since the load started
+	end      int64
 }
 
 type soakWindow struct {
@@ -486,7 +489,7 @@ func (s *soakRun) record(u *soakUser, kind int, start, end time.Time, r soakResp
 	case "b":
 		q.inst = 2
 	}
-	ev := soakEventLog{User: u.label(), At: float64(q.start) / 1000, Kind: soakKinds[kind], Status: r.status, Instance: inst}
+	ev := soakEventLog{User: u.label(), At: float64(q.start) / 1000, Kind: soakKinds[kind], Status: r.status, Instance: inst, start: q.start, end: q.end}
 	alive := true
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -1039,7 +1042,10 @@ func TestSoak(t *testing.T) {
 	}
 
 	// Memory of every Caddy, sampled every 3 s.
-	type memStat struct{ First, Max, Last int64 }
+	type memStat struct {
+		First, Max, Last int64
+		Series           [][2]float64 // seconds into the load, MB
+	}
 	mem := map[string]*memStat{}
 	procs := map[string]*proc{"a": instA.p, "b": instB.p, "front": instFront.p}
 	sample := func() {
@@ -1054,6 +1060,9 @@ func TestSoak(t *testing.T) {
 				mem[name] = m
 			}
 			m.Max, m.Last = max(m.Max, kb), kb
+			if !run.t0.IsZero() {
+				m.Series = append(m.Series, [2]float64{math.Round(time.Since(run.t0).Seconds()), math.Round(float64(kb)/102.4) / 10})
+			}
 		}
 	}
 
@@ -1109,10 +1118,12 @@ func TestSoak(t *testing.T) {
 			// back to the callback during it.
 			probe := &soakUser{n: -1, name: "alice", jar: &cookieJar{cookies: map[[2]string]*http.Cookie{}}}
 			callback, cbErr := run.toCallback(probe)
+			// The window opens first: a request answered while the IdP
+			// goes away is in it.
+			w := run.openWindow("idp_down")
 			killed := time.Now()
 			idp.down()
 			run.idpUp.Store(false)
-			w := run.openWindow("idp_down")
 			var pwg sync.WaitGroup
 			var pmu sync.Mutex
 			pwg.Go(func() {
@@ -1140,9 +1151,9 @@ func TestSoak(t *testing.T) {
 			rep.IdPRestarts = append(rep.IdPRestarts, soakRestart{Down: float64(run.ms(killed)) / 1000, Back: float64(run.ms(back)) / 1000, Persistent: idp.persistent()})
 			t.Logf("soak: +%.0fs IdP killed, +%.0fs back (persistence %v)", float64(run.ms(killed))/1000, float64(run.ms(back))/1000, rep.IdPRestarts[len(rep.IdPRestarts)-1].Persistent)
 		case "redis":
+			w := run.openWindow("redis_down")
 			stopped := time.Now()
 			rdb.Stop()
-			w := run.openWindow("redis_down")
 			sleepCtx(context.Background(), time.Until(stopped.Add(cfg.dur(cfg.RedisDown))))
 			srv, err := redisstorage.StartServer(rdb.Dir, addrPort(t, rdb.Addr))
 			run.closeWindow(w)
@@ -1198,7 +1209,7 @@ func TestSoak(t *testing.T) {
 	rep.OutageSignIns = probes
 	rep.Memory = map[string]soakMem{}
 	for name, m := range mem {
-		rep.Memory[name] = soakMem{FirstKB: m.First, MaxKB: m.Max, LastKB: m.Last}
+		rep.Memory[name] = soakMem{FirstKB: m.First, MaxKB: m.Max, LastKB: m.Last, Series: m.Series}
 	}
 	rep.API = soakAPI{Calls: apiCalls.Load(), WithBearer: apiBearer.Load()}
 	rep.IdP.Watched = idp.watch.counts(run.t0)
@@ -1376,9 +1387,10 @@ type soakReload struct {
 }
 
 type soakMem struct {
-	FirstKB int64 `json:"first_kb"`
-	MaxKB   int64 `json:"max_kb"`
-	LastKB  int64 `json:"last_kb"`
+	FirstKB int64        `json:"first_kb"`
+	MaxKB   int64        `json:"max_kb"`
+	LastKB  int64        `json:"last_kb"`
+	Series  [][2]float64 `json:"series_s_mb"` // every 3 s: seconds into the load, MB
 }
 
 type soakAPI struct {
@@ -1521,8 +1533,7 @@ func (rep *soakReport) fill(run *soakRun, users []*soakUser, restarts []time.Tim
 	classify := func(evs []soakEventLog) []soakEventLog {
 		out := slices.Clone(evs)
 		for i := range out {
-			ms := int64(out[i].At * 1000)
-			out[i].Window = run.window(ms, ms)
+			out[i].Window = run.window(out[i].start, out[i].end)
 		}
 		return out
 	}
@@ -1738,7 +1749,12 @@ func (rep *soakReport) text() string {
 	sort.Strings(names)
 	for _, n := range names {
 		m := rep.Memory[n]
-		p("memory (VmRSS) %-5s first %.1f MB, highest %.1f MB, last %.1f MB", n, float64(m.FirstKB)/1024, float64(m.MaxKB)/1024, float64(m.LastKB)/1024)
+		var along []string
+		for i := 1; i < 4 && len(m.Series) > 4; i++ {
+			pt := m.Series[i*len(m.Series)/4]
+			along = append(along, fmt.Sprintf("%.0f MB at +%.0fs", pt[1], pt[0]))
+		}
+		p("memory (VmRSS) %-5s first %.1f MB, highest %.1f MB, last %.1f MB (%s)", n, float64(m.FirstKB)/1024, float64(m.MaxKB)/1024, float64(m.LastKB)/1024, strings.Join(along, ", "))
 	}
 	if rep.Pass {
 		p("PASS")
