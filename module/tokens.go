@@ -139,6 +139,21 @@ func (l *liveSessions) sweep(now int64) {
 	}
 }
 
+// sweepIdle drops the state of sessions unused for liveIdle.
+func (l *liveSessions) sweepIdle(now int64) {
+	l.mu.Lock()
+	l.sweep(now)
+	l.mu.Unlock()
+}
+
+// has reports whether session id has live state here.
+func (l *liveSessions) has(id string) bool {
+	l.mu.RLock()
+	_, ok := l.m[id]
+	l.mu.RUnlock()
+	return ok
+}
+
 func (l *liveSessions) forget(id string) {
 	l.mu.Lock()
 	delete(l.m, id)
@@ -305,7 +320,7 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 			return nil, nil, err
 		}
 		nu.cookie = c.sessions.Seal(sessionAAD, nu.encode())
-		c.users.put(nu.cookie, nu)
+		c.cacheUser(nu.cookie, nu)
 		ls.cur.Store(nu)
 		if rotated {
 			c.publishRotated(ctx, u.s.Refresh, nu)
@@ -456,7 +471,7 @@ func (c *client) adoptRotated(ctx context.Context, u *user) (*user, error) {
 		return nil, nil
 	}
 	adopted.cookie = c.sessions.Seal(sessionAAD, adopted.encode())
-	c.users.put(adopted.cookie, adopted)
+	c.cacheUser(adopted.cookie, adopted)
 	return adopted, nil
 }
 
