@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -370,6 +371,90 @@ func BenchmarkSessionsInRotation(b *testing.B) {
 			b.ReportMetric(float64(sessionOpens.Load()-opens)/float64(b.N), "miss/op")
 			b.ReportMetric(float64(hx.h.client.users.len()), "cached")
 			b.ReportMetric(retained, "B/session")
+		})
+	}
+}
+
+// BenchmarkLogoutList is what a logout costs with 1k and 100k entries on
+// the logout list: adding one (in memory), a sign-out, a back-channel
+// logout, and a refresh (which must not wait on the list). Sign-out and
+// back-channel logout include their writes to Caddy's storage (the file
+// system here) and, for sign-out, the revocation call to the fake IdP; a
+// back-channel logout includes checking the token's signature.
+func BenchmarkLogoutList(b *testing.B) {
+	for _, n := range []int{1000, 100000} {
+		var once sync.Once
+		hx := newHarness(b, nil, nil) // shared by the sub-benchmarks
+		setup := func(b *testing.B) {
+			once.Do(func() {
+				hx.startSignIn(newBrowser(), "/")
+				until := hx.clock.Now().Add(24 * time.Hour).Unix()
+				entries := make([]revocation, n)
+				for i := range entries {
+					entries[i] = revocation{Kind: revokeSession, Value: randomString(16), At: time.Now().UnixMilli(), Until: until}
+				}
+				hx.h.client.revoked.merge(entries...)
+			})
+		}
+		b.Run(fmt.Sprintf("entries=%d/add", n), func(b *testing.B) {
+			setup(b)
+			rv, until := hx.h.client.revoked, hx.clock.Now().Add(24*time.Hour).Unix()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				rv.merge(revocation{Kind: revokeSession, Value: randomString(16), At: time.Now().UnixMilli(), Until: until})
+			}
+		})
+		b.Run(fmt.Sprintf("entries=%d/sign-out", n), func(b *testing.B) {
+			setup(b)
+			reqs := newBenchCookies(b, mintSessions(b, hx, b.N, 100, hx.clock.Now().Add(time.Hour)))
+			for i, r := range reqs.base {
+				u := *r.URL
+				u.Path = "/logto/sign-out"
+				reqs.base[i] = r.WithContext(r.Context())
+				reqs.base[i].URL = &u
+			}
+			w := discardWriter{h: http.Header{}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				serveBench(b, hx.h, reqs.base[i], reqs.cookies[i], w, nopNext)
+			}
+		})
+		b.Run(fmt.Sprintf("entries=%d/back-channel", n), func(b *testing.B) {
+			setup(b)
+			bodies := make([]string, b.N)
+			for i := range bodies {
+				tok := hx.idp.logoutToken(fmt.Sprintf("gone-%d-%s", i, randomString(4)), nil)
+				bodies[i] = url.Values{"logout_token": {tok}}.Encode()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				r := httptest.NewRequest(http.MethodPost, testSite+"/logto/backchannel-logout", strings.NewReader(bodies[i]))
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), httptest.NewRecorder(), nil)
+				w := httptest.NewRecorder()
+				if err := hx.h.ServeHTTP(w, r, nopNext); err != nil || w.Code != http.StatusOK {
+					b.Fatalf("back-channel logout: %v %d", err, w.Code)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("entries=%d/refresh", n), func(b *testing.B) {
+			setup(b)
+			// ID tokens that have expired: each request refreshes.
+			reqs := newBenchCookies(b, mintSessions(b, hx, b.N, 100, hx.clock.Now().Add(-time.Minute)))
+			w := discardWriter{h: http.Header{}}
+			grants := hx.idp.refreshGrants.Load()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				serveBench(b, hx.h, reqs.base[i], reqs.cookies[i], w, nopNext)
+			}
+			b.StopTimer()
+			if got := hx.idp.refreshGrants.Load() - grants; got != int64(b.N) {
+				b.Fatalf("%d refreshes for %d requests", got, b.N)
+			}
 		})
 	}
 }
