@@ -429,6 +429,8 @@ type client struct {
 	poolKey  string
 	done     chan struct{} // closed by Destruct
 	stopOnce sync.Once
+	// lockWaitFor is refreshLockWait, or less in tests.
+	lockWaitFor time.Duration
 }
 
 // acquireClient returns the client of cfg. A bearer_only block has no
