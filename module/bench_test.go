@@ -2,9 +2,16 @@ package logto
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -142,5 +149,312 @@ func BenchmarkGateBearerCached(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		serveBench(b, hx.h, base, nil, w, nopNext)
+	}
+}
+
+// soak drives many signed-in users through one handler, each with its own
+// browser cookie, the way a soak test against Logto does: every round
+// advances the clock past the ID tokens' lifetime and sends one request
+// per user, which refreshes the session and re-issues its cookie.
+type soak struct {
+	tb      testing.TB
+	hx      *harness
+	cookies []string // each user's session cookie, as the browser holds it
+}
+
+// newSoak signs in users distinct users (user-0, user-1, ...) on a handler
+// whose ID tokens live idTTL.
+func newSoak(tb testing.TB, users int, idTTL time.Duration, configure func(h *Handler)) *soak {
+	tb.Helper()
+	idp := newFakeIdP(tb)
+	idp.rotate = true
+	idp.idTTL = idTTL
+	for i := range users {
+		idp.addUser(fmt.Sprintf("user-%d", i), map[string]any{
+			"name": fmt.Sprintf("User %d", i), "username": fmt.Sprintf("user%d", i),
+			"email": fmt.Sprintf("user%d@example.com", i), "email_verified": true,
+			"roles": []any{"editor"}, "organizations": []any{"org1"},
+			"created_at": json.Number("1700000000000"),
+		})
+	}
+	hx := newHarness(tb, idp, configure)
+	s := &soak{tb: tb, hx: hx, cookies: make([]string, users)}
+	for i := range users {
+		br := newBrowser()
+		hx.signIn(br, "/", fmt.Sprintf("user-%d", i))
+		s.cookies[i] = br.get(sessionCookie)
+	}
+	return s
+}
+
+// request sends user i's cookie (or, with cookie set, that one) and keeps
+// the cookie the response sets; it reports whether the request passed.
+func (s *soak) request(i int, cookie string) bool {
+	if cookie == "" {
+		cookie = s.cookies[i]
+	}
+	r, _, w := newRequest(http.MethodGet, "/", nil, fetchAPI(), withHeader("Cookie", sessionCookie+"="+cookie))
+	passed := false
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { passed = true; return nil })
+	if err := s.hx.h.ServeHTTP(w, r, next); err != nil {
+		return false
+	}
+	for _, line := range w.Header().Values("Set-Cookie") {
+		if v, ok := strings.CutPrefix(line, sessionCookie+"="); ok {
+			v, _, _ = strings.Cut(v, ";")
+			if v != "" {
+				s.cookies[i] = v
+			}
+		}
+	}
+	return passed
+}
+
+// round advances the clock by d and sends one request per user; with
+// inFlight, each user's pre-refresh cookie is sent once more afterwards
+// (a request the browser sent before the new cookie arrived).
+func (s *soak) round(d time.Duration, inFlight bool) {
+	s.tb.Helper()
+	s.hx.clock.Advance(d)
+	for i := range s.cookies {
+		old := s.cookies[i]
+		if !s.request(i, "") {
+			s.tb.Fatalf("user %d was signed out", i)
+		}
+		if inFlight && !s.request(i, old) {
+			s.tb.Fatalf("user %d: the pre-refresh cookie was refused", i)
+		}
+	}
+}
+
+// retained is the heap the client's per-session state holds: the live
+// heap with it, less the live heap once it is dropped. It drops that state
+// for good: call it last.
+func (s *soak) retained() uint64 {
+	c := s.hx.h.client
+	with := liveHeap()
+	c.users, c.live, c.verified = newUserCache(maxCachedUsers), newLiveSessions(), newVerifiedTokens(maxVerifiedTokens)
+	without := liveHeap()
+	if with < without {
+		return 0
+	}
+	return with - without
+}
+
+func liveHeap() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// BenchmarkSessionMemory is the memory a signed-in user costs an
+// instance, after a number of refreshes: users sign in, then every round
+// each one's ID token expires and its next request refreshes it (Logto's
+// rotation on, 20 s ID tokens as in the soak test). B/user is what the
+// client's per-session state (decoded-session cache, live sessions,
+// verified ID tokens) retains per user; it must not grow with refreshes.
+// Run with -benchtime 1x; add -memprofile to see where it goes.
+func BenchmarkSessionMemory(b *testing.B) {
+	for _, c := range []struct{ users, refreshes int }{{200, 0}, {200, 10}, {200, 30}} {
+		b.Run(fmt.Sprintf("users=%d/refreshes=%d", c.users, c.refreshes), func(b *testing.B) {
+			for range b.N {
+				s := newSoak(b, c.users, 20*time.Second, nil)
+				for range c.refreshes {
+					s.round(20*time.Second, true)
+				}
+				b.ReportMetric(float64(s.hx.h.client.users.len()), "cached")
+				b.ReportMetric(float64(s.retained())/float64(c.users), "B/user")
+			}
+		})
+	}
+}
+
+// mintSessions makes n session cookies as sign-ins on this instance would
+// have left them, without a round trip to the IdP for each: ID tokens of
+// distinct users signed by the fake IdP (at most users of them, expiring
+// at idExp; sessions past that share them, as one user's devices do),
+// verified on this instance, and refresh tokens the fake knows.
+func mintSessions(tb testing.TB, hx *harness, n, users int, idExp time.Time) []string {
+	tb.Helper()
+	idp, c := hx.idp, hx.h.client
+	now := hx.clock.Now()
+	type minted struct{ sub, idToken string }
+	ids := make([]minted, min(n, users))
+	for i := range ids {
+		sub := fmt.Sprintf("user-m%d", i)
+		idp.addUser(sub, map[string]any{
+			"name": fmt.Sprintf("User %d", i), "username": fmt.Sprintf("user%d", i),
+			"email": fmt.Sprintf("user%d@example.com", i), "email_verified": true,
+			"roles": []any{"editor"}, "organizations": []any{"org1"},
+			"created_at": json.Number("1700000000000"),
+		})
+		claims := idp.idClaims(sub, "")
+		claims["exp"] = idExp.Unix()
+		ids[i] = minted{sub, idp.sign(claims)}
+		c.verified.add(ids[i].idToken)
+	}
+	cookies := make([]string, n)
+	for i := range n {
+		m := ids[i%len(ids)]
+		rt := randomString(32)
+		idp.mu.Lock()
+		idp.refresh[rt] = &fakeRefresh{grant: &fakeGrant{id: randomString(8), sub: m.sub,
+			scopes: []string{"openid", "offline_access", "profile", "email"}}}
+		idp.mu.Unlock()
+		u, err := newUser(session{
+			ID: randomString(16), IDToken: m.idToken, Refresh: rt,
+			Created: now.UnixMilli(), Seen: now.Unix(), Expires: now.Add(14 * 24 * time.Hour).Unix(),
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cookies[i] = c.sessions.Seal(sessionAAD, u.encode())
+	}
+	return cookies
+}
+
+// benchCookies is one request per cookie, as Caddy would hand it over.
+type benchCookies struct {
+	base    []*http.Request
+	cookies [][]string
+}
+
+func newBenchCookies(b *testing.B, values []string) *benchCookies {
+	bc := &benchCookies{}
+	for _, v := range values {
+		base := caddyhttp.PrepareRequest(benchRequest(b, sessionCookie+"="+v), caddy.NewReplacer(), httptest.NewRecorder(), nil)
+		bc.base = append(bc.base, base)
+		bc.cookies = append(bc.cookies, base.Header["Cookie"])
+	}
+	return bc
+}
+
+// BenchmarkSessionsInRotation is a signed-in request when many distinct
+// sessions take turns, more than the decoded-session cache holds past 10k:
+// a cookie not in the cache costs one decryption and a lookup of its
+// (already verified) ID token. miss/op is the share of requests that
+// decrypted a cookie; B/session what the instance retains per session
+// once each was seen (decoded sessions, live state, verified ID tokens).
+// Sessions past 1000 share the ID tokens of 1000 users (signing 100k
+// tokens would take minutes), so each still decodes on its own.
+func BenchmarkSessionsInRotation(b *testing.B) {
+	for _, n := range []int{1000, 10000, 100000} {
+		var (
+			once     sync.Once
+			hx       *harness
+			reqs     *benchCookies
+			retained float64
+		)
+		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
+			once.Do(func() {
+				hx = newHarness(b, nil, nil)
+				hx.startSignIn(newBrowser(), "/") // caches discovery
+				reqs = newBenchCookies(b, mintSessions(b, hx, n, 1000, hx.clock.Now().Add(time.Hour)))
+				before := liveHeap()
+				w := discardWriter{h: http.Header{}}
+				for i := range reqs.base {
+					serveBench(b, hx.h, reqs.base[i], reqs.cookies[i], w, nopNext)
+				}
+				retained = float64(liveHeap()-min(before, liveHeap())) / float64(n)
+			})
+			w := discardWriter{h: http.Header{}}
+			opens := sessionOpens.Load()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				k := i % n
+				serveBench(b, hx.h, reqs.base[k], reqs.cookies[k], w, nopNext)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(sessionOpens.Load()-opens)/float64(b.N), "miss/op")
+			b.ReportMetric(float64(hx.h.client.users.len()), "cached")
+			b.ReportMetric(retained, "B/session")
+		})
+	}
+}
+
+// BenchmarkLogoutList is what a logout costs with 1k and 100k entries on
+// the logout list: adding one (in memory), a sign-out, a back-channel
+// logout, and a refresh (which must not wait on the list). Sign-out and
+// back-channel logout include their writes to Caddy's storage (the file
+// system here) and, for sign-out, the revocation call to the fake IdP; a
+// back-channel logout includes checking the token's signature.
+func BenchmarkLogoutList(b *testing.B) {
+	for _, n := range []int{1000, 100000} {
+		var once sync.Once
+		hx := newHarness(b, nil, nil) // shared by the sub-benchmarks
+		setup := func(b *testing.B) {
+			once.Do(func() {
+				hx.startSignIn(newBrowser(), "/")
+				until := hx.clock.Now().Add(24 * time.Hour).Unix()
+				entries := make([]revocation, n)
+				for i := range entries {
+					entries[i] = revocation{Kind: revokeSession, Value: randomString(16), At: time.Now().UnixMilli(), Until: until}
+				}
+				hx.h.client.revoked.merge(entries...)
+			})
+		}
+		b.Run(fmt.Sprintf("entries=%d/add", n), func(b *testing.B) {
+			setup(b)
+			rv, until := hx.h.client.revoked, hx.clock.Now().Add(24*time.Hour).Unix()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				rv.merge(revocation{Kind: revokeSession, Value: randomString(16), At: time.Now().UnixMilli(), Until: until})
+			}
+		})
+		b.Run(fmt.Sprintf("entries=%d/sign-out", n), func(b *testing.B) {
+			setup(b)
+			reqs := newBenchCookies(b, mintSessions(b, hx, b.N, 100, hx.clock.Now().Add(time.Hour)))
+			for i, r := range reqs.base {
+				u := *r.URL
+				u.Path = "/logto/sign-out"
+				reqs.base[i] = r.WithContext(r.Context())
+				reqs.base[i].URL = &u
+			}
+			w := discardWriter{h: http.Header{}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				serveBench(b, hx.h, reqs.base[i], reqs.cookies[i], w, nopNext)
+			}
+		})
+		b.Run(fmt.Sprintf("entries=%d/back-channel", n), func(b *testing.B) {
+			setup(b)
+			bodies := make([]string, b.N)
+			for i := range bodies {
+				tok := hx.idp.logoutToken(fmt.Sprintf("gone-%d-%s", i, randomString(4)), nil)
+				bodies[i] = url.Values{"logout_token": {tok}}.Encode()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				r := httptest.NewRequest(http.MethodPost, testSite+"/logto/backchannel-logout", strings.NewReader(bodies[i]))
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), httptest.NewRecorder(), nil)
+				w := httptest.NewRecorder()
+				if err := hx.h.ServeHTTP(w, r, nopNext); err != nil || w.Code != http.StatusOK {
+					b.Fatalf("back-channel logout: %v %d", err, w.Code)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("entries=%d/refresh", n), func(b *testing.B) {
+			setup(b)
+			// ID tokens that have expired: each request refreshes.
+			reqs := newBenchCookies(b, mintSessions(b, hx, b.N, 100, hx.clock.Now().Add(-time.Minute)))
+			w := discardWriter{h: http.Header{}}
+			grants := hx.idp.refreshGrants.Load()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				serveBench(b, hx.h, reqs.base[i], reqs.cookies[i], w, nopNext)
+			}
+			b.StopTimer()
+			if got := hx.idp.refreshGrants.Load() - grants; got != int64(b.N) {
+				b.Fatalf("%d refreshes for %d requests", got, b.N)
+			}
+		})
 	}
 }

@@ -78,7 +78,7 @@ func TestSignOutSurvivesRestart(t *testing.T) {
 		h.RevocationPoll = 1e8 // 100ms
 	})
 	other.h.client = freshClient(t, other.h)
-	waitFor(t, "the logout list to load", func() bool { return !other.h.client.revoked.set.Load().empty() })
+	waitFor(t, "the logout list to load", func() bool { return !other.h.client.revoked.set.empty() })
 	other.mustBeSignedOut(t, copied)
 }
 
@@ -245,8 +245,7 @@ func logoutListKeys(t *testing.T, hx *harness) []string {
 }
 
 func logoutListLen(hx *harness) int {
-	s := hx.h.client.revoked.set.Load()
-	return len(s.sessions) + len(s.subs) + len(s.sids)
+	return hx.h.client.revoked.set.len()
 }
 
 // TestSignOutReplayCostsNothing stops one cookie from being turned into

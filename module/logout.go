@@ -40,10 +40,14 @@ type revocation struct {
 	Until int64      `json:"until"` // after this no session it names can exist
 }
 
-// revSet is an immutable snapshot of the logout list, read without locks on
-// every request.
+// revSet is the logout list in memory. The gate reads it on every request
+// without a lock (sync.Map reads take none); adding an entry costs
+// O(log n) whatever the list's length, so a sign-out or back-channel logout
+// costs the same with a long list as with a short one. Expired entries
+// are swept on every poll of storage.
 type revSet struct {
-	sessions, subs, sids map[string]revEntry
+	n                    atomic.Int64 // entries, so an empty list costs one load
+	sessions, subs, sids sync.Map     // value → revEntry
 }
 
 // revEntry: sessions created at or before at (unix ms) are ended, and for
@@ -52,8 +56,21 @@ type revSet struct {
 // can exist.
 type revEntry struct{ at, noSID, until int64 }
 
-func (s *revSet) empty() bool {
-	return len(s.sessions) == 0 && len(s.subs) == 0 && len(s.sids) == 0
+func (s *revSet) empty() bool { return s.n.Load() == 0 }
+
+func (s *revSet) len() int { return int(s.n.Load()) }
+
+// of is the map that holds entries of kind k.
+func (s *revSet) of(k revokeKind) *sync.Map {
+	switch k {
+	case revokeSession:
+		return &s.sessions
+	case revokeSub, revokeSubNoSID:
+		return &s.subs
+	case revokeSID:
+		return &s.sids
+	}
+	return nil
 }
 
 // revocations is the logout list: ended sessions (sign-out) and back-channel
@@ -62,7 +79,7 @@ func (s *revSet) empty() bool {
 // memory for the hot path.
 type revocations struct {
 	logger *zap.Logger
-	set    atomic.Pointer[revSet]
+	set    revSet
 
 	// store is where the list lives in Caddy's storage. Refreshes read it
 	// (rotation handoffs) and must never wait for mu, which is held while a
@@ -86,9 +103,7 @@ type revStore struct {
 }
 
 func newRevocations(logger *zap.Logger) *revocations {
-	rv := &revocations{logger: logger, known: map[string]bool{}, jtis: map[string]int64{}, stopped: make(chan struct{})}
-	rv.set.Store(&revSet{})
-	return rv
+	return &revocations{logger: logger, known: map[string]bool{}, jtis: map[string]int64{}, stopped: make(chan struct{})}
 }
 
 // attach points the list at Caddy's storage and starts following it.
@@ -207,10 +222,24 @@ func (rv *revocations) load() {
 		rv.mu.Unlock()
 		fresh = append(fresh, e)
 	}
-	// Merging also drops expired entries from memory, so merge even when
-	// nothing is new.
 	rv.merge(fresh...)
+	rv.sweep(now)
 	rv.sweepHandoffs(ctx, st)
+}
+
+// sweep drops the entries past their time from memory.
+func (rv *revocations) sweep(now int64) {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	for _, m := range []*sync.Map{&rv.set.sessions, &rv.set.subs, &rv.set.sids} {
+		m.Range(func(k, v any) bool {
+			if v.(revEntry).until < now {
+				m.Delete(k)
+				rv.set.n.Add(-1)
+			}
+			return true
+		})
+	}
 }
 
 // sweepHandoffs deletes rotation handoff and logout token id records past
@@ -237,46 +266,27 @@ func isNotExist(err error) bool {
 	return errors.Is(err, fs.ErrNotExist)
 }
 
-// merge adds entries to the in-memory snapshot, dropping expired ones. It
-// reports whether a session entry was new (for one entry: whether to store
-// it). Rebuilding copies the list, so it happens under mu, which nothing on
-// a request's path (the gate reads the snapshot without locks, refreshes
-// use store) waits for.
+// merge adds entries to the in-memory list and reports whether one of
+// them was new or later than what the list held (for one entry: whether
+// to store it). A session ends once: one already on the list is not added
+// again. mu serialises merges (each entry is read, then written); the gate
+// reads without waiting for it.
 func (rv *revocations) merge(entries ...revocation) (added bool) {
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
-	old := rv.set.Load()
-	if len(entries) == 1 && entries[0].Kind == revokeSession {
-		if _, ok := old.sessions[entries[0].Value]; ok {
-			return false
-		}
-	}
-	now := time.Now().Unix()
-	next := &revSet{sessions: map[string]revEntry{}, subs: map[string]revEntry{}, sids: map[string]revEntry{}}
-	copyLive := func(dst, src map[string]revEntry) {
-		for k, v := range src {
-			if v.until >= now {
-				dst[k] = v
-			}
-		}
-	}
-	copyLive(next.sessions, old.sessions)
-	copyLive(next.subs, old.subs)
-	copyLive(next.sids, old.sids)
 	for _, e := range entries {
-		var m map[string]revEntry
-		switch e.Kind {
-		case revokeSession:
-			m = next.sessions
-		case revokeSub, revokeSubNoSID:
-			m = next.subs
-		case revokeSID:
-			m = next.sids
-		default:
+		m := rv.set.of(e.Kind)
+		if m == nil {
 			continue
 		}
-		cur := m[e.Value]
+		var cur revEntry
+		v, found := m.Load(e.Value)
+		if found {
+			cur = v.(revEntry)
+		}
 		switch {
+		case found && e.Kind == revokeSession:
+			continue
 		case e.Kind == revokeSubNoSID && e.At > cur.noSID:
 			cur.noSID = e.At
 		case e.Kind != revokeSubNoSID && e.At > cur.at:
@@ -285,10 +295,12 @@ func (rv *revocations) merge(entries ...revocation) (added bool) {
 			continue
 		}
 		cur.until = max(e.Until, cur.until)
-		m[e.Value] = cur
+		m.Store(e.Value, cur)
+		if !found {
+			rv.set.n.Add(1)
+		}
 		added = true
 	}
-	rv.set.Store(next)
 	return added
 }
 
@@ -326,18 +338,20 @@ func (rv *revocations) add(ctx context.Context, kind revokeKind, value string, u
 // has reports whether u's session is on the logout list. It is on the hot
 // path: one atomic load and, when the list is not empty, three map reads.
 func (rv *revocations) has(u *user) bool {
-	s := rv.set.Load()
+	s := &rv.set
 	if s.empty() {
 		return false
 	}
-	if _, ok := s.sessions[u.s.ID]; ok {
+	if _, ok := s.sessions.Load(u.s.ID); ok {
 		return true
 	}
-	if e, ok := s.subs[u.sub]; ok && (u.s.Created <= e.at || u.sid == "" && u.s.Created <= e.noSID) {
-		return true
+	if v, ok := s.subs.Load(u.sub); ok {
+		if e := v.(revEntry); u.s.Created <= e.at || u.sid == "" && u.s.Created <= e.noSID {
+			return true
+		}
 	}
 	if u.sid != "" {
-		if e, ok := s.sids[u.sid]; ok && u.s.Created <= e.at {
+		if v, ok := s.sids.Load(u.sid); ok && u.s.Created <= v.(revEntry).at {
 			return true
 		}
 	}

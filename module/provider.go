@@ -427,6 +427,10 @@ type client struct {
 	logger   *zap.Logger
 	now      func() time.Time
 	poolKey  string
+	done     chan struct{} // closed by Destruct
+	stopOnce sync.Once
+	// lockWaitFor is refreshLockWait, or less in tests.
+	lockWaitFor time.Duration
 }
 
 // acquireClient returns the client of cfg. A bearer_only block has no
@@ -475,16 +479,19 @@ func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
 		bearer:   newBearerCache(maxCachedBearer),
 		logger:   logger,
 		now:      time.Now,
+		done:     make(chan struct{}),
 	}
 	c.revoked = newRevocations(logger)
 	c.idp.onKeys = c.saveKeys
 	c.poolKey = cfg.key()
+	go c.sweeper()
 	return c, nil
 }
 
 // Destruct stops the client's background work.
 func (c *client) Destruct() error {
 	c.revoked.stop()
+	c.stopOnce.Do(func() { close(c.done) })
 	return nil
 }
 
@@ -496,16 +503,37 @@ func (c *client) key() string { return c.poolKey }
 // trades memory for nothing worse.
 const maxCachedUsers = 20000
 
+// supersededGrace is how long a cookie value that a newer state of its
+// session replaced (a refresh, an idle-tracking re-seal) stays in the
+// decoded-session cache: requests the browser sent before the new cookie
+// reached it still carry the old one. Later it costs what any cookie not
+// cached costs, and is still answered with the session's newest state.
+const supersededGrace = 10 * time.Second
+
 // userCache maps sealed cookie values to decoded sessions so the hot path
-// neither decrypts nor decodes a cookie it has seen.
+// neither decrypts nor decodes a cookie it has seen. Every refresh and
+// idle-tracking re-seal makes a new cookie value, so the cache keeps one
+// value per session, its newest, and drops a replaced one supersededGrace
+// after it was replaced: its size follows the sessions in use, not the
+// refreshes made. Sessions no longer used leave with their live state
+// (client.sweep).
 type userCache struct {
-	mu  sync.RWMutex
-	max int
-	m   map[string]*user
+	mu     sync.RWMutex
+	max    int
+	m      map[string]*user  // cookie value → its decoded session
+	newest map[string]string // session id → the value of its newest state in m
+	// retired are values a newer state replaced, oldest first, each to
+	// be dropped at its time.
+	retired []retiredValue
+}
+
+type retiredValue struct {
+	value string
+	at    int64 // unix seconds
 }
 
 func newUserCache(max int) *userCache {
-	return &userCache{max: max, m: make(map[string]*user)}
+	return &userCache{max: max, m: make(map[string]*user), newest: make(map[string]string)}
 }
 
 func (uc *userCache) get(cookie string) *user {
@@ -515,22 +543,149 @@ func (uc *userCache) get(cookie string) *user {
 	return u
 }
 
-func (uc *userCache) put(cookie string, u *user) {
+// put caches u under its cookie value. When a newer state of the session
+// is cached already, u's value is the one retired; otherwise the value u
+// replaces is. It returns the ID token of the state retired when u does
+// not carry it too (a refresh), which nothing needs verified any more.
+func (uc *userCache) put(cookie string, u *user, now int64) (superseded string) {
 	uc.mu.Lock()
-	// A dropped entry only costs one decode.
-	makeRoom(uc.m, uc.max)
+	defer uc.mu.Unlock()
+	uc.dropRetired(now)
+	if len(uc.m) >= uc.max {
+		uc.evict()
+	}
 	uc.m[cookie] = u
-	uc.mu.Unlock()
+	prev, ok := uc.newest[u.s.ID]
+	pu := uc.m[prev]
+	if !ok || prev == cookie || pu == nil {
+		uc.newest[u.s.ID] = cookie
+		return ""
+	}
+	old, cur := pu, u
+	if newerState(pu, u) {
+		// A cookie from before the newest state, seen after it.
+		old, cur, prev = u, pu, cookie
+	} else {
+		uc.newest[u.s.ID] = cookie
+	}
+	uc.retired = append(uc.retired, retiredValue{value: prev, at: now + int64(supersededGrace/time.Second)})
+	if old.s.IDToken != cur.s.IDToken {
+		return old.s.IDToken
+	}
+	return ""
 }
 
-func (uc *userCache) forgetSession(id string) {
-	uc.mu.Lock()
-	for k, u := range uc.m {
-		if u.s.ID == id {
-			delete(uc.m, k)
+// newerState reports whether a is a later state of its session than b.
+func newerState(a, b *user) bool {
+	return a.s.Gen > b.s.Gen || a.s.Gen == b.s.Gen && a.s.Seen > b.s.Seen
+}
+
+// dropRetired drops the retired values whose time has come; the caller
+// holds mu. Each value is handled once, so this is O(1) amortised per put.
+func (uc *userCache) dropRetired(now int64) {
+	i := 0
+	for ; i < len(uc.retired) && uc.retired[i].at <= now; i++ {
+		v := uc.retired[i].value
+		if u := uc.m[v]; u != nil && uc.newest[u.s.ID] != v {
+			delete(uc.m, v)
 		}
 	}
-	uc.mu.Unlock()
+	clear(uc.retired[:i]) // let go of the values
+	uc.retired = uc.retired[i:]
+}
+
+// evict drops an arbitrary tenth of a full cache (map iteration order is
+// random enough); a dropped entry only costs one decode. The caller holds
+// mu.
+func (uc *userCache) evict() {
+	for v, u := range uc.m {
+		if len(uc.m) < uc.max-uc.max/10 {
+			return
+		}
+		delete(uc.m, v)
+		if uc.newest[u.s.ID] == v {
+			delete(uc.newest, u.s.ID)
+		}
+	}
+}
+
+// sweep drops the retired values whose time has come and the sessions
+// live does not know (any more), and returns the ID tokens of the newest
+// states dropped.
+func (uc *userCache) sweep(now int64, live func(id string) bool) (idTokens []string) {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	uc.dropRetired(now)
+	for v, u := range uc.m {
+		if live(u.s.ID) {
+			continue
+		}
+		delete(uc.m, v)
+		if uc.newest[u.s.ID] == v {
+			delete(uc.newest, u.s.ID)
+			idTokens = append(idTokens, u.s.IDToken)
+		}
+	}
+	return idTokens
+}
+
+func (uc *userCache) len() int {
+	uc.mu.RLock()
+	defer uc.mu.RUnlock()
+	return len(uc.m)
+}
+
+// forgetSession drops the session's cached values: its newest, and those
+// retired lately.
+func (uc *userCache) forgetSession(id string) {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	if v, ok := uc.newest[id]; ok {
+		delete(uc.m, v)
+		delete(uc.newest, id)
+	}
+	for _, r := range uc.retired {
+		if u := uc.m[r.value]; u != nil && u.s.ID == id {
+			delete(uc.m, r.value)
+		}
+	}
+}
+
+// cacheUser caches u, decoded from or sealed to cookie, and forgets the ID
+// token of a state it replaced.
+func (c *client) cacheUser(cookie string, u *user) {
+	if old := c.users.put(cookie, u, c.now().Unix()); old != "" {
+		c.verified.remove(old)
+	}
+}
+
+// sweepEvery is how often a client lets go of idle sessions.
+const sweepEvery = time.Minute
+
+// sweeper runs sweep every sweepEvery until the client is destroyed.
+func (c *client) sweeper() {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+			c.sweep()
+		}
+	}
+}
+
+// sweep drops what sessions unused for liveIdle left on this instance:
+// their live state, decoded cookies and verified ID tokens. Memory then
+// follows the sessions in use, also when nobody signs in to push old
+// ones out.
+func (c *client) sweep() {
+	now := c.now().Unix()
+	c.live.sweepIdle(now)
+	for _, t := range c.users.sweep(now, c.live.has) {
+		c.verified.remove(t)
+	}
 }
 
 // makeRoom drops an arbitrary tenth of a bounded cache that is full. Map

@@ -543,7 +543,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 		ls.mu.Unlock()
 	}
 	u.cookie = h.client.sessions.Seal(sessionAAD, u.encode())
-	h.client.users.put(u.cookie, u)
+	h.client.cacheUser(u.cookie, u)
 	h.writeSession(w, r.Header, cs, u)
 	if tr.RefreshToken == "" {
 		h.logger.Warn("Logto issued no refresh token (prompt must include consent and offline_access be allowed); the session cannot be refreshed")

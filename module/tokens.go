@@ -139,6 +139,21 @@ func (l *liveSessions) sweep(now int64) {
 	}
 }
 
+// sweepIdle drops the state of sessions unused for liveIdle.
+func (l *liveSessions) sweepIdle(now int64) {
+	l.mu.Lock()
+	l.sweep(now)
+	l.mu.Unlock()
+}
+
+// has reports whether session id has live state here.
+func (l *liveSessions) has(id string) bool {
+	l.mu.RLock()
+	_, ok := l.m[id]
+	l.mu.RUnlock()
+	return ok
+}
+
 func (l *liveSessions) forget(id string) {
 	l.mu.Lock()
 	delete(l.m, id)
@@ -228,6 +243,13 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 	// away: Logto may have rotated the token already, and the new one must
 	// not be lost.
 	ctx = context.WithoutCancel(ctx)
+	// ls.mu makes this instance redeem once; the lock makes the cluster
+	// do so. Whoever waited on it finds the winner's result below.
+	unlock, err := c.lockRedeem(ctx, u)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
 	adopted, err := c.adoptRotated(ctx, u)
 	if err != nil {
 		return nil, nil, err
@@ -276,10 +298,10 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 	}
 
 	s := u.s
-	changed, rotated := false, false
+	changed := false
 	if tr.RefreshToken != "" && tr.RefreshToken != s.Refresh {
 		s.Refresh = tr.RefreshToken // rotated: the old one is now poison
-		changed, rotated = true, true
+		changed = true
 	}
 	if tr.IDToken != "" {
 		if _, verifier, err := c.idp.discover(ctx); err == nil {
@@ -305,11 +327,12 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 			return nil, nil, err
 		}
 		nu.cookie = c.sessions.Seal(sessionAAD, nu.encode())
-		c.users.put(nu.cookie, nu)
+		c.cacheUser(nu.cookie, nu)
 		ls.cur.Store(nu)
-		if rotated {
-			c.publishRotated(ctx, u.s.Refresh, nu)
-		}
+		// Handed over also when Logto kept the token (a confidential
+		// client's, until 70 % of its lifetime): an instance that waited
+		// on the lock takes this state rather than redeem it again.
+		c.publishRotated(ctx, u.s.Refresh, nu)
 	}
 	return nu, tr, nil
 }
@@ -396,14 +419,76 @@ const handoffTTL = 10 * time.Minute
 // token is poison: presenting it again (after Logto's 3 s grace) revokes the
 // whole grant. Within one instance the live session state takes care of
 // that. Across instances that share Caddy's storage, the instance that
-// rotated writes the new state, sealed, under a key derived from the old
-// token; another instance about to redeem the old token looks there first
-// and adopts the new state instead. The cost is one storage read per
-// refresh, which happens about once an hour per active session.
+// redeemed writes the new state, sealed, under a key derived from the
+// token it redeemed; another instance about to redeem that token looks
+// there first and adopts the new state instead. Both happen under a lock
+// in storage (lockRedeem), so two instances refreshing one session at once
+// (a page and its API calls, round-robined) redeem once: the second finds
+// the first one's state. The cost is a lock, a read and a write in storage
+// per refresh, which happens about once an hour per active session.
 
 func (c *client) handoffKey(refresh string) string {
 	sum := sha256.Sum256([]byte("caddy-logto rotation\x00" + refresh))
 	return c.revoked.storagePrefix() + "/rotated/" + hex.EncodeToString(sum[:16])
+}
+
+// refreshLockWait bounds how long a redemption waits for another
+// instance's redemption of the same session: long enough for Logto to
+// answer one, short enough that a request does not hang on an instance
+// that died holding the lock (storage frees it after its own timeout).
+const refreshLockWait = 5 * time.Second
+
+// errRefreshBusy: another instance held the session's lock for longer
+// than refreshLockWait. Redeeming anyway could present a token it is
+// rotating, so the refresh waits as when Logto is unreachable.
+var errRefreshBusy = fmt.Errorf("%w: another instance is redeeming the session's refresh token", errUnavailable)
+
+// refreshLockName names the lock on redeeming a session's refresh token.
+// It is keyed by the session, not the token: the token changes when a
+// redemption rotates it, and a waiter that adopts the rotated state and
+// must redeem again (a resource token) still holds the right lock. Like
+// every storage key, it is a hash.
+func (c *client) refreshLockName(sessionID string) string {
+	sum := sha256.Sum256([]byte("caddy-logto refresh lock\x00" + sessionID))
+	return c.revoked.storagePrefix() + "/refreshing/" + hex.EncodeToString(sum[:16])
+}
+
+func (c *client) lockWait() time.Duration {
+	if c.lockWaitFor > 0 {
+		return c.lockWaitFor
+	}
+	return refreshLockWait
+}
+
+// lockRedeem takes the cluster-wide lock on redeeming u's refresh token
+// and returns its release. Without storage there is no one to share with.
+// When the lock cannot be had (storage down, or held past
+// refreshLockWait), the redemption does not happen: the session goes on
+// with what it has and the refresh is tried again later, as in any
+// storage outage.
+func (c *client) lockRedeem(ctx context.Context, u *user) (unlock func(), err error) {
+	st := c.revoked.storageBackend()
+	if st == nil || u.s.Refresh == "" {
+		return func() {}, nil
+	}
+	name := c.refreshLockName(u.s.ID)
+	wait, cancel := context.WithTimeout(ctx, c.lockWait())
+	defer cancel()
+	if err := st.Lock(wait, name); err != nil {
+		if wait.Err() != nil {
+			c.logger.Warn("another instance held the session's refresh lock too long; the refresh waits", errField(err))
+			return nil, errRefreshBusy
+		}
+		c.logger.Warn("cannot take the session's refresh lock in storage; the refresh waits", errField(err))
+		return nil, errStorageUnavailable
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if err := st.Unlock(ctx, name); err != nil {
+			c.logger.Warn("cannot release the session's refresh lock; storage frees it when it times out", errField(err))
+		}
+	}, nil
 }
 
 // maxHandoffHops bounds how many rotations adoptRotated follows: a cookie
@@ -419,7 +504,7 @@ const maxHandoffHops = 16
 var errStorageUnavailable = fmt.Errorf("%w: storage unreachable, cannot check for a rotated refresh token", errUnavailable)
 
 // adoptRotated returns the newest state other instances stored for u's
-// refresh token, or nil when it was not rotated elsewhere.
+// refresh token (rotated or kept), or nil when none is newer than u.
 func (c *client) adoptRotated(ctx context.Context, u *user) (*user, error) {
 	st := c.revoked.storageBackend()
 	if st == nil || u.s.Refresh == "" {
@@ -442,7 +527,7 @@ func (c *client) adoptRotated(ctx context.Context, u *user) (*user, error) {
 			break
 		}
 		nu, err := decodeUser(plain)
-		if err != nil || nu.s.ID != u.s.ID || nu.s.Gen <= u.s.Gen || nu.s.Refresh == u.s.Refresh {
+		if err != nil || nu.s.ID != u.s.ID || nu.s.Gen <= u.s.Gen {
 			break
 		}
 		// Storage is not the cookie, but the same rule holds: the key alone
@@ -450,18 +535,23 @@ func (c *client) adoptRotated(ctx context.Context, u *user) (*user, error) {
 		if nu.sub != u.sub || c.verifyStored(ctx, nu.s.IDToken) != nil {
 			break
 		}
+		kept := nu.s.Refresh == u.s.Refresh
 		adopted, u = nu, nu
+		if kept {
+			break // refreshed with the token Logto kept: the newest there is
+		}
 	}
 	if adopted == nil {
 		return nil, nil
 	}
 	adopted.cookie = c.sessions.Seal(sessionAAD, adopted.encode())
-	c.users.put(adopted.cookie, adopted)
+	c.cacheUser(adopted.cookie, adopted)
 	return adopted, nil
 }
 
-// publishRotated stores the state that replaced oldRefresh. A write that
-// fails is retried on every poll of the logout list until it lands.
+// publishRotated stores the state that a redemption of oldRefresh gave. A
+// write that fails is retried on every poll of the logout list until it
+// lands.
 func (c *client) publishRotated(ctx context.Context, oldRefresh string, nu *user) {
 	st := c.revoked.storageBackend()
 	if st == nil {

@@ -3,6 +3,7 @@ package logto
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"net/http"
 	"slices"
 	"strings"
@@ -643,6 +644,16 @@ func (f *flakyStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo,
 	return f.Storage.Stat(ctx, key)
 }
 
+// Lock fails while storage is down. Unlock always reaches the storage
+// below, as a lock in a storage that went down frees itself when it times
+// out.
+func (f *flakyStorage) Lock(ctx context.Context, name string) error {
+	if f.down.Load() {
+		return errTestOutage
+	}
+	return f.Storage.Lock(ctx, name)
+}
+
 // twoInstances is a cluster of two handlers sharing one flaky storage.
 func twoInstances(t *testing.T, idp *fakeIdP) (a, b *harness, st *flakyStorage) {
 	t.Helper()
@@ -775,5 +786,254 @@ func TestStorageOutageRouteTokenWaits(t *testing.T) {
 	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
 	if r := idp.tokenRefusals(); len(r) != 0 {
 		t.Fatalf("Logto refused: %v", r)
+	}
+}
+
+// memStorage is Caddy's storage in memory, with locks, shared by the
+// instances of a test cluster. Its locks are held until Unlock (a storage
+// frees a dead holder's after a timeout; the tests release them).
+type memStorage struct {
+	mu    sync.Mutex
+	m     map[string]memValue
+	locks map[string]chan struct{}
+	held  atomic.Int64    // locks taken, in all
+	names map[string]bool // every lock name used
+}
+
+type memValue struct {
+	b   []byte
+	mod time.Time
+}
+
+func newMemStorage() *memStorage {
+	return &memStorage{m: map[string]memValue{}, locks: map[string]chan struct{}{}, names: map[string]bool{}}
+}
+
+func (s *memStorage) Store(_ context.Context, key string, value []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[key] = memValue{slices.Clone(value), time.Now()}
+	return nil
+}
+
+func (s *memStorage) Load(_ context.Context, key string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key]
+	if !ok {
+		return nil, fs.ErrNotExist
+	}
+	return slices.Clone(v.b), nil
+}
+
+func (s *memStorage) Delete(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.m {
+		if k == key || strings.HasPrefix(k, key+"/") {
+			delete(s.m, k)
+		}
+	}
+	return nil
+}
+
+func (s *memStorage) Exists(_ context.Context, key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.m[key]
+	return ok
+}
+
+func (s *memStorage) List(_ context.Context, path string, recursive bool) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	for k := range s.m {
+		rest, ok := strings.CutPrefix(k, path+"/")
+		if !ok {
+			continue
+		}
+		if first, _, deeper := strings.Cut(rest, "/"); deeper && !recursive {
+			k = path + "/" + first
+		}
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fs.ErrNotExist
+	}
+	return out, nil
+}
+
+func (s *memStorage) Stat(_ context.Context, key string) (certmagic.KeyInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key]
+	if !ok {
+		return certmagic.KeyInfo{}, fs.ErrNotExist
+	}
+	return certmagic.KeyInfo{Key: key, Modified: v.mod, Size: int64(len(v.b)), IsTerminal: true}, nil
+}
+
+func (s *memStorage) Lock(ctx context.Context, name string) error {
+	for {
+		s.mu.Lock()
+		s.names[name] = true
+		held, ok := s.locks[name]
+		if !ok {
+			s.locks[name] = make(chan struct{})
+			s.mu.Unlock()
+			s.held.Add(1)
+			return nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-held:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *memStorage) Unlock(_ context.Context, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held, ok := s.locks[name]
+	if !ok {
+		return errors.New("memStorage: unlock of a lock not held")
+	}
+	delete(s.locks, name)
+	close(held)
+	return nil
+}
+
+// shareStorage makes the instances use st.
+func shareStorage(st certmagic.Storage, hs ...*harness) {
+	for _, hx := range hs {
+		old := hx.h.client.revoked.store.Load()
+		hx.h.client.revoked.store.Store(&revStore{storage: st, base: old.base, prefix: old.prefix})
+	}
+}
+
+// TestRefreshOnceAcrossInstances: a page load and its API calls, sent
+// round-robin to two instances, all arrive with one expired session.
+// Each instance refreshes it once (ls.mu), but without a lock shared by
+// the cluster both would present the same refresh token to Logto: past
+// Logto's 3 s reuse grace, or at a stricter Logto, the second
+// presentation of a rotated token revokes the user's whole grant. Through
+// the lock in storage, one instance redeems and the other takes its
+// result, whether Logto rotated the token or (a confidential client
+// before 70 % of the token's lifetime) gave the same one back.
+func TestRefreshOnceAcrossInstances(t *testing.T) {
+	for _, rotate := range []bool{true, false} {
+		t.Run(map[bool]string{true: "rotated", false: "kept"}[rotate], func(t *testing.T) {
+			idp := newFakeIdP(t)
+			idp.rotate = rotate
+			idp.refreshDelay = 30 * time.Millisecond // both are in flight at once
+			a, b, _ := twoInstances(t, idp)
+			st := newMemStorage()
+			shareStorage(st, a, b)
+			br := a.signedIn()
+			a.clock.Advance(time.Hour)
+
+			const n = 8
+			var wg sync.WaitGroup
+			results := make([]*result, 2*n)
+			start := make(chan struct{})
+			for i := range 2 * n {
+				hx := []*harness{a, b}[i%2]
+				r, repl, w := newRequest(http.MethodGet, "/", nil, br.send, fetchAPI())
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					results[i] = hx.serveRequest(r, repl, w, nil)
+				}()
+			}
+			close(start)
+			wg.Wait()
+			for i, res := range results {
+				if res.err != nil || !res.next || res.ph["http.auth.user.id"] != "user-1" {
+					t.Errorf("request %d did not pass: err=%v", i, res.err)
+				}
+			}
+			idp.mustRefreshCleanly(t, 1, " (one redemption for the cluster)")
+			if n := st.held.Load(); n != 2 {
+				t.Errorf("the refresh lock was taken %d times, want 2 (once per instance)", n)
+			}
+			// Both instances now hold the new state: no more redemptions.
+			mustPass(t, a.serve(http.MethodGet, "/", br.clone(), fetchAPI()), "user-1")
+			mustPass(t, b.serve(http.MethodGet, "/", br.clone(), fetchAPI()), "user-1")
+			idp.mustRefreshCleanly(t, 1, "")
+		})
+	}
+}
+
+// TestRefreshLockHeldElsewhere: another instance holds the session's
+// refresh lock and does not let go (it is slow, or died holding it, and
+// storage has not timed the lock out yet). The refresh waits a bounded
+// time, then the session goes on with what it has, as in a storage
+// outage, rather than redeem a token the other may be rotating; once the
+// lock is free it refreshes.
+func TestRefreshLockHeldElsewhere(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.rotate = true
+	a, _, _ := twoInstances(t, idp)
+	st := newMemStorage()
+	shareStorage(st, a)
+	a.h.client.lockWaitFor = 20 * time.Millisecond
+	br := a.signedIn()
+	u := a.h.client.users.get(br.get(sessionCookie))
+	name := a.h.client.refreshLockName(u.s.ID)
+	if err := st.Lock(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+
+	a.clock.Advance(time.Hour)
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	if n := idp.refreshGrants.Load(); n != 0 {
+		t.Fatalf("%d refresh grants while another instance held the lock, want 0", n)
+	}
+
+	if err := st.Unlock(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+	a.clock.Advance(refreshRetry + time.Second)
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	idp.mustRefreshCleanly(t, 1, " once the lock was free")
+}
+
+// TestRefreshLockKeysHoldNoToken: nothing the cluster coordination puts
+// in storage names a token in clear: not the lock, not the handoff.
+func TestRefreshLockKeysHoldNoToken(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.rotate = true
+	a, _, _ := twoInstances(t, idp)
+	st := newMemStorage()
+	shareStorage(st, a)
+	br := a.signedIn()
+	a.clock.Advance(time.Hour)
+	mustPass(t, a.serve(http.MethodGet, "/", br, fetchAPI()), "user-1")
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for k, v := range st.m {
+		for _, secret := range idp.issued() {
+			if strings.Contains(k, secret) || strings.Contains(string(v.b), secret) {
+				t.Errorf("storage key %q or its value holds a token in clear", k)
+			}
+		}
+	}
+	for name := range st.names {
+		for _, secret := range append(idp.issued(), br.get(sessionCookie)) {
+			if strings.Contains(name, secret) {
+				t.Errorf("lock name %q holds a token or cookie in clear", name)
+			}
+		}
+	}
+	if len(st.m) == 0 || len(st.names) == 0 {
+		t.Error("no handoff or no lock in storage")
 	}
 }
