@@ -1216,9 +1216,7 @@ func TestSoak(t *testing.T) {
 	rep.Failures = append(failures, rep.judge()...)
 	rep.Pass = len(rep.Failures) == 0
 
-	text := rep.text()
-	t.Log("\n" + text)
-	fmt.Println(text)
+	t.Log("\n" + rep.text())
 	if err := os.MkdirAll(filepath.Dir(cfg.Report), 0o755); err == nil {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		if err := os.WriteFile(cfg.Report, append(b, '\n'), 0o644); err != nil {
