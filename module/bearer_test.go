@@ -2,6 +2,7 @@ package logto
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -411,6 +412,46 @@ func TestBearerForgedFloodIsCheap(t *testing.T) {
 	}
 	if got := hx.h.client.bearer.len(); got != 1 {
 		t.Errorf("cache holds %d tokens, want only the genuine one", got)
+	}
+}
+
+// TestBearerFloodKeepsValidTokensCached: the verified-token cache is full
+// of genuine tokens (its bound), then comes a flood of distinct forged
+// ones, under the tenant's kid and under unknown ones. Forged tokens never
+// enter the cache, so it neither grows nor drops a genuine token to make
+// room: every genuine one is still a cache hit afterwards (no signature
+// check), and the flood cannot make API clients pay a signature check each.
+func TestBearerFloodKeepsValidTokensCached(t *testing.T) {
+	hx := bearerHarness(t, nil)
+	idp := hx.idp
+	const valid = 300
+	hx.h.client.bearer = newBearerCache(valid)
+	toks := make([]string, valid)
+	for i := range toks {
+		sub := fmt.Sprintf("client-%d", i)
+		toks[i] = idp.accessToken(func(_, c map[string]any) { c["sub"] = sub })
+		mustPass(t, hx.serve("GET", "/api", nil, bearer(toks[i])), sub)
+	}
+	attacker := newFakeIdP(t)
+	for i := range 2 * valid {
+		kid := idp.kid()
+		if i%2 == 1 {
+			kid = randomString(6)
+		}
+		forged := signJWT(map[string]any{"alg": "ES384", "typ": "at+jwt", "kid": kid},
+			map[string]any{"iss": idp.issuer, "aud": bearerAPI, "sub": randomString(8), "client_id": "x", "exp": idp.now().Unix() + 60},
+			es384Signer(attacker.signingKey()))
+		mustBearerFail(t, hx.serve("GET", "/api", nil, bearer(forged)), 401, "invalid_token")
+	}
+	if n := hx.h.client.bearer.len(); n != valid {
+		t.Errorf("cache holds %d tokens after the flood, want the %d genuine ones", n, valid)
+	}
+	before := sigChecks.Load()
+	for i, tok := range toks {
+		mustPass(t, hx.serve("GET", "/api", nil, bearer(tok)), fmt.Sprintf("client-%d", i))
+	}
+	if n := sigChecks.Load() - before; n != 0 {
+		t.Errorf("%d of %d genuine tokens were verified again after the flood, want all cache hits", n, valid)
 	}
 }
 
