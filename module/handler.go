@@ -203,7 +203,9 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision expands secrets, sets defaults and compiles rules. It never
 // contacts Logto: discovery and keys are fetched on first use.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	h.logger = ctx.Logger()
+	if h.logger == nil { // caddy logto check provisions with a logger of its own
+		h.logger = ctx.Logger()
+	}
 	repl := caddy.NewReplacer()
 
 	endpoint := strings.TrimRight(repl.ReplaceAll(h.Endpoint, ""), "/")

@@ -3,6 +3,13 @@
 // only 3 s after it was consumed, so a rotated token presented again inside
 // that window still works (and rotates again); after it, oidc-provider sees a
 // reused token and revokes the whole grant.
+//
+// Clients: Logto's adapter throws `invalid client <id>` for an unknown
+// application id (packages/core/src/oidc/adapter.ts), so an unknown client_id
+// gets 400 invalid_client "invalid client <id>" at the token endpoint and at
+// /oidc/auth, where node-oidc-provider alone would say "client authentication
+// failed" (401) or "client is invalid".
+import { errors } from 'oidc-provider';
 
 export const REFRESH_TOKEN_REUSE_GRACE_MS = 3000;
 
@@ -74,7 +81,9 @@ export function adapterFor(store) {
     }
 
     async find(id) {
-      return this.#load(id);
+      const payload = this.#load(id);
+      if (!payload && this.name === 'Client') throw new errors.InvalidClient(`invalid client ${id}`);
+      return payload;
     }
 
     async findByUid(uid) {

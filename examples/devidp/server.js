@@ -8,7 +8,12 @@
  * Prints one line, `devidp listening on <base>`, when ready. Issuer
  * `<base>/oidc`; discovery `<base>/oidc/.well-known/openid-configuration`;
  * /oidc/auth, /oidc/token, /oidc/me, /oidc/jwks, /oidc/session/end,
- * /oidc/token/revocation, /oidc/token/introspection.
+ * /oidc/token/revocation, /oidc/token/introspection. Sign-in pages at Logto's
+ * URLs: /oidc/auth sends the browser to /sign-in?app_id=<client id> (or
+ * /register, /direct/social/kakao … by first_screen and direct_sign_in),
+ * whose forms post to /interaction/<uid>/login|register|kakao. What a
+ * config checker's probes get (unknown client: 400 invalid_client "invalid
+ * client <id>", …) is listed in README.md, "Probing a tenant".
  *
  * Environment (all optional):
  *   DEVIDP_PORT (3001; 0 = any free port), DEVIDP_HOST (127.0.0.1),
@@ -42,7 +47,8 @@
  * revocation|end_session&mode=500|garbage|slow&count=N[&delay_ms=5000],
  * POST /__dev/logout?sub=<user id>[&keep_tokens=1], GET /__dev/backchannel,
  * POST /__dev/resources/delete?indicator=<API resource> (as if deleted in
- * Console), POST /__dev/resources/restore (reset restores them too).
+ * Console), POST /__dev/resources/restore (reset restores them too),
+ * GET /__dev/store ({models: {<model>: live entries}, signed_in_sessions}).
  */
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -52,7 +58,7 @@ import {
   seedUsers, users, organizations, addUser, findUserByUsername, logtoId, publicUser,
   KAKAO_USER_ID, RESOURCES, ROLES, ORGANIZATION_ROLES, deleteResource, restoreResources,
 } from './data.js';
-import { createProvider, ID_TOKEN_EXTENDED } from './provider.js';
+import { createProvider, ID_TOKEN_EXTENDED, EXPERIENCE_PATH } from './provider.js';
 import { refuseSecretInBody } from './client-auth.js';
 import { registerMachineApps, machineAppsInfo } from './m2m.js';
 import { SUPPORTED_ALGS } from './keys.js';
@@ -379,6 +385,16 @@ async function adminSignOut(sub, keepTokens) {
   };
 }
 
+/** What the store holds: live entries per model, and sessions with a user. */
+function storeInfo() {
+  const models = {};
+  for (const name of [...store.models.keys()].sort()) {
+    models[name] = [...store.entries(name)].length;
+  }
+  const signedInSessions = [...store.entries('Session')].filter(([, session]) => session.accountId).length;
+  return { models, signed_in_sessions: signedInSessions };
+}
+
 async function handleDev(req, res, url) {
   const route = `${req.method} ${url.pathname}`;
   const q = url.searchParams;
@@ -386,6 +402,7 @@ async function handleDev(req, res, url) {
     case 'GET /__dev/requests': return sendJson(res, 200, authorizationRequests);
     case 'GET /__dev/stats': return sendJson(res, 200, stats);
     case 'GET /__dev/backchannel': return sendJson(res, 200, backchannelLog);
+    case 'GET /__dev/store': return sendJson(res, 200, storeInfo());
     case 'POST /__dev/reset':
       stats = newStats();
       authorizationRequests = [];
@@ -496,6 +513,20 @@ async function handle(req, res) {
     req.originalUrl = req.url;
     req.url = req.url.slice('/oidc'.length) || '/';
     oidcCallback(req, res);
+    return;
+  }
+
+  // Logto's sign-in experience URLs (/sign-in?app_id=…, /register, /direct/…,
+  // /consent): the interaction is the one the `_interaction` cookie names.
+  if (EXPERIENCE_PATH.test(pathname) && req.method === 'GET') {
+    let uid;
+    try {
+      ({ uid } = await provider.interactionDetails(req, res));
+    } catch {
+      sendHtml(res, 400, views.errorPage('Sign-in expired', 'There is no sign-in in progress in this browser, or it has expired. Go back to the application and sign in again.'));
+      return;
+    }
+    await handleInteraction(req, res, uid, '');
     return;
   }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of the dev IdP with curl (and strict-check.mjs for Logto's
-# strictness): discovery, a full code flow, resource
+# strictness): the probes a config checker makes without signing anyone in,
+# discovery, a full code flow, resource
 # and organization tokens, refresh-token rotation and reuse detection,
 # revocation, RP-initiated and back-channel logout, key rotation, failure
 # injection, the sign-in pages, ES256 and ES512 tenants, 20 quick starts in a
@@ -108,6 +109,9 @@ POST_LOGOUT=http://localhost:9/
 VERIFIER=smoke-verifier-0123456789-abcdefghijklmnopqrstuvwxyz
 CHALLENGE=$(node -e 'process.stdout.write(require("crypto").createHash("sha256").update(process.argv[1]).digest("base64url"))' "$VERIFIER")
 
+# page_uid <html file>: the interaction id the sign-in page's forms post to.
+page_uid() { sed -n 's#.*="/interaction/\([A-Za-z0-9_-]*\)/.*#\1#p' "$1" | head -1; }
+
 # authorize <cookie jar> <extra query> [username]: runs /oidc/auth, signs in
 # on the page shown (login, registration or Kakao), follows redirects and sets
 # CB to the callback URL. PAGES counts the HTML pages shown on the way.
@@ -122,8 +126,8 @@ authorize() {
 			PAGES=$((PAGES + 1))
 			cp "$TMP/page.html" "$TMP/shown.html"
 			[ -n "$user" ] || { echo "unexpected page at $url" >&2; return 1; }
-			uid=${url##*/interaction/}
-			uid=${uid%%[/?]*}
+			# The page is at Logto's /sign-in?app_id=…; its forms name the interaction.
+			uid=$(page_uid "$TMP/page.html")
 			if grep -q 'Continue with Kakao\|>Continue</button>' "$TMP/page.html" && [ "$user" = kakao ] ; then
 				read -r status loc < <(curl -s -o /dev/null -c "$jar" -b "$jar" -w '%{http_code} %{redirect_url}\n' -X POST "$BASE/interaction/$uid/kakao")
 			elif grep -q '<title>Create account' "$TMP/page.html"; then
@@ -181,6 +185,69 @@ ACME=$(curl -sf "$BASE/__dev/organizations" | json 'd.find(o=>o.slug==="acme").i
 GLOBEX=$(curl -sf "$BASE/__dev/organizations" | json 'd.find(o=>o.slug==="globex").id')
 expect "user and organization ids as documented" "$ALICE $BOB $CAROL $ACME $GLOBEX" "07o263nluzqo aaypmo5703sw 0ba0d9zv4ub2 uyfzkqy8gung 92p5be3dqn90"
 
+echo "== probing a tenant without signing anyone in (LOGTO.md; what \`caddy logto check\` asks)"
+# probe <method> <url> [curl args...]: prints "<status>[ <Location>]"; the body
+# is in $TMP/probe.body, the headers in $TMP/probe.hdr.
+probe() {
+	local method=$1 url=$2
+	shift 2
+	local status loc
+	status=$(curl -s -X "$method" -D "$TMP/probe.hdr" -o "$TMP/probe.body" -w '%{http_code}' "$@" "$url")
+	loc=$(sed -n 's/^[Ll]ocation: //p' "$TMP/probe.hdr" | tr -d '\r')
+	echo "$status${loc:+ $loc}"
+}
+# pbody <expression over d>: evaluates on the last probe's JSON body.
+pbody() { json "$1" <"$TMP/probe.body"; }
+store_counts() { curl -sf "$BASE/__dev/store" | json '[d.models.Grant ?? 0, d.signed_in_sessions, d.models.AuthorizationCode ?? 0, d.models.RefreshToken ?? 0].join(" ")'; }
+expect "probe: nothing stored before the probes (grants, signed-in sessions, codes, refresh tokens)" "$(store_counts)" "0 0 0 0"
+probe GET "$ISSUER/.well-known/openid-configuration" >/dev/null
+expect "probe: discovery issuer is <endpoint>/oidc" "$(pbody d.issuer)" "$BASE/oidc"
+PROBE_DATE=$(sed -n 's/^[Dd]ate: //p' "$TMP/probe.hdr" | tr -d '\r')
+expect "probe: discovery's Date header gives the IdP's clock (within 5 s of ours)" \
+	"$(node -e 'const t = Date.parse(process.argv[1]); process.stdout.write(String(Number.isFinite(t) && Math.abs(t - Date.now()) < 5000))' "$PROBE_DATE")" true
+NO_CODE=devidp-probe-code-that-cannot-exist
+expect "probe: token endpoint, good id and secret, unknown code → 400 invalid_grant (Logto's code field)" \
+	"$(probe POST "$ISSUER/token" -u "$APP:$SECRET" -d grant_type=authorization_code -d "code=$NO_CODE") $(pbody '[d.code, d.error].join(" ")')" \
+	"400 oidc.invalid_grant invalid_grant"
+expect "probe: token endpoint, wrong secret → 401 invalid_client (client authentication failed)" \
+	"$(probe POST "$ISSUER/token" -u "$APP:not-the-secret" -d grant_type=authorization_code -d "code=$NO_CODE") $(pbody '[d.code, d.error, d.error_description].join(" ")')" \
+	"401 oidc.invalid_client invalid_client client authentication failed"
+expect "probe: token endpoint, unknown id → 400 invalid_client (invalid client <id>)" \
+	"$(probe POST "$ISSUER/token" -u "no-such-app:whatever" -d grant_type=authorization_code -d "code=$NO_CODE") $(pbody '[d.code, d.error, d.error_description].join(" ")')" \
+	"400 oidc.invalid_client invalid_client invalid client no-such-app"
+probe_auth() { # probe_auth <client_id> <redirect_uri> [extra query] [scope]
+	probe GET "$ISSUER/auth?client_id=$1&redirect_uri=$(urlenc "$2")&response_type=code&scope=$(urlenc "${4:-openid}")&state=probe-state&code_challenge=$CHALLENGE&code_challenge_method=S256${3:+&$3}"
+}
+expect "probe: authorization request, registered redirect URI → 303 to Logto's sign-in page" \
+	"$(probe_auth "$APP" "$REDIRECT_URI")" "303 /sign-in?app_id=$APP"
+grep -qi '^set-cookie: _logto=' "$TMP/probe.hdr" || die "probe: the sign-in redirect sets Logto's _logto cookie"
+ok "probe: the sign-in redirect sets Logto's _logto cookie"
+expect "probe: authorization request, unregistered redirect URI → 400 invalid_redirect_uri" \
+	"$(probe_auth "$APP" http://localhost:9/not-registered) $(pbody '[d.code, d.error, d.error_description].join(" | ")')" \
+	"400 oidc.invalid_redirect_uri | invalid_redirect_uri | redirect_uri did not match any of the client's registered redirect_uris"
+expect "probe: authorization request, unknown client → 400 invalid_client (invalid client <id>)" \
+	"$(probe_auth no-such-app "$REDIRECT_URI") $(pbody '[d.error, d.error_description].join(" ")')" \
+	"400 invalid_client invalid client no-such-app"
+read -r status loc < <(probe_auth "$APP" "$REDIRECT_URI" "resource=$(urlenc https://unknown.example.test)")
+expect "probe: unknown API resource → 303 to the redirect URI with error=invalid_target" \
+	"$status ${loc%%\?*} $(qparam "$loc" error) | $(qparam "$loc" error_description) | $(qparam "$loc" state)" \
+	"303 $REDIRECT_URI invalid_target | resource indicator is missing, or unknown | probe-state"
+expect "probe: known API resource → 303 to the sign-in page" \
+	"$(probe_auth "$APP" "$REDIRECT_URI" "resource=$(urlenc https://api.example.com)")" "303 /sign-in?app_id=$APP"
+expect "probe: an unknown scope is not refused → 303 to the sign-in page" \
+	"$(probe_auth "$APP" "$REDIRECT_URI" "" 'openid no:such:scope')" "303 /sign-in?app_id=$APP"
+expect "probe: end session, unregistered post_logout_redirect_uri → 400 invalid_request" \
+	"$(probe GET "$ISSUER/session/end?client_id=$APP&post_logout_redirect_uri=$(urlenc http://localhost:9/not-registered)") $(pbody '[d.code, d.error, d.error_description].join(" | ")')" \
+	"400 oidc.invalid_request | invalid_request | post_logout_redirect_uri not registered"
+expect "probe: end session, registered post_logout_redirect_uri, no session → 200" \
+	"$(probe GET "$ISSUER/session/end?client_id=$APP&post_logout_redirect_uri=$(urlenc "$POST_LOGOUT")")" "200"
+grep -q "action=\"$ISSUER/session/end/confirm\"" "$TMP/probe.body" && grep -q 'forms\[0\].submit()' "$TMP/probe.body" \
+	|| die "probe: the end-session page submits itself to /session/end/confirm"
+ok "probe: the end-session page submits itself to /session/end/confirm"
+expect "probe: the probes created no grant, signed-in session, code or refresh token" "$(store_counts)" "0 0 0 0"
+expect "probe: and ended no session" "$(curl -sf "$BASE/__dev/stats" | json d.end_sessions)" 0
+curl -sf -X POST "$BASE/__dev/reset" >/dev/null # the counts checked below start here
+
 # Login page shows the Logto parameters it received.
 curl -s -c "$TMP/jar0" -b "$TMP/jar0" -o /dev/null -w '%{redirect_url}' \
 	"$BASE/oidc/auth?client_id=$APP&redirect_uri=$(urlenc "$REDIRECT_URI")&response_type=code&scope=openid&code_challenge=$CHALLENGE&code_challenge_method=S256&first_screen=identifier:sign_in&identifier=username%20email&login_hint=bob&ui_locales=ko-KR&organization_id=$ACME" >"$TMP/loc"
@@ -192,7 +259,9 @@ done
 grep -q 'name="username" type="text" value="bob"' "$TMP/login.html" || die "login_hint prefills the username"
 grep -q 'Continue with Kakao' "$TMP/login.html" && grep -q 'Create account</a>' "$TMP/login.html" || die "login page offers Kakao and Create account"
 ok "login page shows first_screen, identifier, login_hint, ui_locales, organization_id"
-uid=$(sed 's#.*/interaction/##' "$TMP/loc")
+expect "first_screen=identifier:sign_in → Logto's /identifier-sign-in?app_id=… URL" "$(cat "$TMP/loc")" \
+	"$BASE/identifier-sign-in?app_id=$APP&organization_id=$ACME&ui_locales=ko-KR&login_hint=bob&identifier=username+email"
+uid=$(page_uid "$TMP/login.html")
 status=$(curl -s -o "$TMP/wrong.html" -w '%{http_code}' -c "$TMP/jar0" -b "$TMP/jar0" -d username=bob -d password=wrong "$BASE/interaction/$uid/login")
 expect "wrong password: page again" "$status" 401
 grep -q 'Incorrect username or password' "$TMP/wrong.html" || die "wrong password: error message"
@@ -202,6 +271,7 @@ expect "authorization request recorded" "$(curl -sf "$BASE/__dev/requests" | jso
 # Legacy interaction_mode=signUp opens the registration form.
 loc=$(curl -s -c "$TMP/jar0" -b "$TMP/jar0" -o /dev/null -w '%{redirect_url}' \
 	"$BASE/oidc/auth?client_id=$APP&redirect_uri=$(urlenc "$REDIRECT_URI")&response_type=code&scope=openid&interaction_mode=signUp")
+expect "interaction_mode=signUp → Logto's /register?app_id=… URL" "$loc" "$BASE/register?app_id=$APP"
 curl -s -c "$TMP/jar0" -b "$TMP/jar0" -o "$TMP/signup.html" "$loc"
 grep -q '<title>Create account' "$TMP/signup.html" || die "interaction_mode=signUp"
 ok "interaction_mode=signUp shows the registration form (PKCE optional for a confidential client)"
