@@ -123,11 +123,21 @@ function logtoRotation(ctx) {
  * @param {'logto'|'always'|'never'} cfg.rotate
  * @param {Set<string>} cfg.extendedIdTokenClaims the extended claims the tenant puts in ID tokens
  * @param {import('./adapter.js').Store} cfg.store
+ * @param {object[]} [cfg.signingKeys] saved private JWKs, the current one first
+ * @param {string[]} [cfg.cookieKeys] saved cookie signing keys
+ * @param {(keys: object[]) => void} [cfg.onKeysChanged] called after a key rotation
+ * @param {(kind: 'within_grace'|'refused') => void} [cfg.onRefreshReuse] called
+ *   when a refresh token that was already redeemed (rotated) is presented again
  * @param {(event: object) => void} cfg.onBackchannel called for every logout token sent
  */
 export function createProvider(cfg) {
   const { alg, ttl } = cfg;
-  const signingKeys = [generateSigningKey(alg)];
+  // Saved keys (DEVIDP_STORE) are kept, as a Logto tenant keeps its keys; a
+  // new key is made when none signs with `alg` (a new tenant, or DEVIDP_ALG
+  // changed: the old keys stay published, as after a rotation).
+  const signingKeys = [...(cfg.signingKeys ?? [])];
+  if (!signingKeys.some((key) => key.alg === alg)) signingKeys.unshift(generateSigningKey(alg));
+  const cookieKeys = cfg.cookieKeys?.length ? [...cfg.cookieKeys] : [randomId(32), randomId(32)];
 
   const resourceServer = (scope, accessTokenTTL = ttl.accessToken) => ({
     scope: scope.join(' '),
@@ -140,7 +150,7 @@ export function createProvider(cfg) {
     adapter: adapterFor(cfg.store),
     jwks: { keys: signingKeys },
     cookies: {
-      keys: [randomId(32), randomId(32)],
+      keys: cookieKeys,
       long: { signed: true, sameSite: 'lax', path: '/' },
       short: { signed: true, sameSite: 'lax', path: '/' },
     },
@@ -280,7 +290,14 @@ export function createProvider(cfg) {
 
   provider.registerGrantType(
     'refresh_token',
-    refreshTokenGrant({ alg, organizationTokenTtl: 3600 }),
+    refreshTokenGrant({
+      alg,
+      organizationTokenTtl: 3600,
+      reuse: {
+        consumedAt: (jti) => cfg.store.consumedAt('RefreshToken', jti),
+        report: (kind) => cfg.onRefreshReuse?.(kind),
+      },
+    }),
     refreshParameters,
     ['resource'],
   );
@@ -325,9 +342,12 @@ export function createProvider(cfg) {
     // The first key of an algorithm is the one oidc-provider signs with.
     signingKeys.unshift(key);
     initializeKeystore.call(provider, { keys: signingKeys });
+    cfg.onKeysChanged?.(signingKeys);
     return { current: key.kid, kids: signingKeys.map((k) => k.kid) };
   };
   provider.signingKids = () => signingKeys.map((k) => k.kid);
+  /** The private signing JWKs and cookie keys, for DEVIDP_STORE. */
+  provider.secrets = () => ({ signing_keys: [...signingKeys], cookie_keys: [...cookieKeys] });
 
   return provider;
 }
