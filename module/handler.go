@@ -309,6 +309,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.client = c
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		h.logger.Warn("logto: the module's metrics are not in Caddy's registry", errField(err))
+	}
 	c.blocks.join(h)
 	h.cleanup = append(h.cleanup, func() {
 		c.blocks.leave(h)
