@@ -172,6 +172,7 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, st *request
 			return true, nil
 		}
 		h.logger.Debug("bearer request rejected", zap.String("reason", cred.reason))
+		h.client.metrics.bearerToken(bearerInvalidRequest)
 		return false, bearerFail(w, http.StatusBadRequest, "invalid_request", cred.reason, "")
 	}
 
@@ -185,10 +186,12 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, st *request
 			return false, caddyhttp.Error(http.StatusBadGateway, err)
 		}
 		h.logger.Debug("access token rejected", errField(err))
+		h.client.metrics.bearerToken(bearerInvalidToken)
 		return false, bearerFail(w, http.StatusUnauthorized, "invalid_token", rejectionText(err), "")
 	}
 	if protected {
 		if err := h.authorizeBearer(w, repl, tok); err != nil {
+			h.client.metrics.bearerRefused(err)
 			return false, err
 		}
 	}
@@ -198,6 +201,7 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, st *request
 		dropIdentity(r, repl, st)
 	}
 	st.bearer, st.user, st.client = tok, nil, nil
+	h.client.metrics.bearerToken(bearerAccepted)
 	// The accepted token goes on as the client sent it, should another
 	// block of the application have stripped or set that header (this
 	// block's own header option may still set it).

@@ -1092,7 +1092,7 @@ func (pr *prober) probeCredentials(ctx context.Context, md *metadata, ap *appPla
 	if ap.secretRef != "" {
 		secretFrom = "app_secret (" + ap.secretRef + ")"
 	}
-	err := p.post(ctx, md.TokenEndpoint, form, nil)
+	err := p.post(ctx, callToken, md.TokenEndpoint, form, nil)
 	var te *TokenError
 	switch {
 	case err == nil:

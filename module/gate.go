@@ -25,13 +25,25 @@ import (
 // (a file server, a proxy) runs, and a deeper stack than the goroutine has
 // costs a stack copy, again after every GC cycle that shrinks the stack.
 func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if ok, err := h.admit(w, r); !ok {
+	st, first := requestStateOf(r)
+	if ok, err := h.admit(w, r, st, first); !ok {
 		// Whatever the answer (a redirect, a 401 or 403, an error for
 		// handle_errors), the session cookie may have been set on the way.
 		markPrivate(w.Header())
+		st.decision = refusal(st.decision, err)
+		if first {
+			h.client.metrics.count(st.decision)
+		}
 		return err
 	}
-	return next.ServeHTTP(privateIfCookie(w), r)
+	st.decision = admission(st)
+	err := next.ServeHTTP(privateIfCookie(w), r)
+	if first {
+		// Counted once, when the request is done, for the decision of the
+		// last logto handler it passed (a site-wide block, then /admin's).
+		h.client.metrics.count(st.decision)
+	}
+	return err
 }
 
 // admit does the gate's work: it reports whether the request goes on to
@@ -39,8 +51,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 // answered the request itself).
 //
 //go:noinline
-func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
-	st, first := requestStateOf(r)
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request, st *requestState, first bool) (bool, error) {
 	if !first {
 		// An earlier logto handler removed the module's cookies; this one
 		// sees what the client sent.
@@ -424,6 +435,8 @@ type requestState struct {
 	// later one from rewriting a slice the request's header may still hold.
 	line      [1]string
 	lineTaken bool
+
+	decision decision // of the last logto handler, counted by the first
 }
 
 // lineBuf hands out st.line once per request, and nil after.

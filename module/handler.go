@@ -190,6 +190,7 @@ type Handler struct {
 	needs    *needs       // what this block's sign-in must ask for
 	app      *application // the needs of every block of the application
 	stepUp   bool         // a session lacking needs is sent to sign in again
+	cleanup  []func()     // what Cleanup undoes of Provision
 }
 
 // CaddyModule returns the Caddy module information.
@@ -310,8 +311,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.client = c
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		h.logger.Warn("logto: the module's metrics are not in Caddy's registry", errField(err))
+	}
 	c.blocks.join(h)
-	ctx.OnCancel(func() {
+	h.cleanup = append(h.cleanup, func() {
 		c.blocks.leave(h)
 		releaseClient(c)
 	})
@@ -323,7 +327,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.stepUp = !h.needs.empty() && (!h.Pass || h.needsRequestAuth())
 	var unregister func()
 	h.app, unregister = registerNeeds(endpoint, appID, h.needs)
-	ctx.OnCancel(unregister)
+	h.cleanup = append(h.cleanup, unregister)
 	return nil
 }
 
@@ -355,6 +359,19 @@ func (h *Handler) Validate() error {
 	return h.checkResources()
 }
 
+// Cleanup lets go of what Provision took: the block's place in its
+// application and its share of the client, which ends with the last
+// block (its logout list stops being followed). Provision cannot leave
+// this to ctx.OnCancel: it gets a copy of the context, and what is
+// registered on a copy is never run when the config is unloaded.
+func (h *Handler) Cleanup() error {
+	for _, f := range h.cleanup {
+		f()
+	}
+	h.cleanup = nil
+	return nil
+}
+
 // ServeHTTP serves the flow endpoints and gates everything else. A
 // bearer_only block has no sign-in, so no endpoints either.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
@@ -368,6 +385,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )
 

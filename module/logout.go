@@ -76,6 +76,8 @@ type revocations struct {
 	started bool
 	jtis    map[string]int64 // logout token ids seen, until they expire
 	pending []pendingWrite   // failed storage writes, retried on every poll
+
+	metrics *appMetrics // the application's: the list's size
 }
 
 // revStore is the storage an application's logout list lives in.
@@ -289,6 +291,7 @@ func (rv *revocations) merge(entries ...revocation) (added bool) {
 		added = true
 	}
 	rv.set.Store(next)
+	rv.metrics.setRevoked(next)
 	return added
 }
 
@@ -478,12 +481,14 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) erro
 		h.client.revoked.add(ctx, revokeSubNoSID, claims.Sub, until)
 	}
 	h.logger.Info("back-channel logout received", zap.String("user_id", claims.Sub), zap.Bool("sid", claims.SID != ""))
+	h.client.metrics.logout(logoutAccepted)
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
 
 func (h *Handler) badLogout(reason string) error {
 	h.logger.Warn("back-channel logout rejected", zap.String("reason", reason))
+	h.client.metrics.logout(logoutRejected)
 	return caddyhttp.Error(http.StatusBadRequest, errors.New("logto: invalid logout token: "+reason))
 }
 

@@ -64,6 +64,7 @@ type provider struct {
 	logout     *oidc.IDTokenVerifier
 	keys       *keySet
 	onKeys     func(body []byte) // given every key set fetched (saveKeys, in keys.go)
+	metrics    *appMetrics       // the application's series, for the calls' durations
 	fetched    time.Time
 	refreshing bool // a background refresh of a stale document runs
 	failedAt   time.Time
@@ -123,6 +124,7 @@ func (p *provider) install(md *metadata) {
 	if p.keys == nil || p.md == nil || p.md.JWKSURI != md.JWKSURI {
 		p.keys = newKeySet(md.JWKSURI, p.http, p.now)
 		p.keys.saved = p.onKeys
+		p.keys.metrics = p.metrics
 	}
 	algs := md.IDTokenAlgs
 	if len(algs) == 0 {
@@ -176,7 +178,8 @@ func (p *provider) hasKeys() bool {
 // after discover.
 func (p *provider) storedVerifier() *oidc.IDTokenVerifier { return p.logoutVerifier() }
 
-func (p *provider) fetchMetadata(ctx context.Context) (*metadata, error) {
+func (p *provider) fetchMetadata(ctx context.Context) (_ *metadata, err error) {
+	defer p.metrics.timeCall(callDiscovery, time.Now(), &err)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.issuer+"/.well-known/openid-configuration", nil)
@@ -251,7 +254,7 @@ func (p *provider) token(ctx context.Context, form url.Values) (*tokenResponse, 
 		return nil, err
 	}
 	var tr tokenResponse
-	if err := p.post(ctx, md.TokenEndpoint, form, &tr); err != nil {
+	if err := p.post(ctx, callToken, md.TokenEndpoint, form, &tr); err != nil {
 		return nil, err
 	}
 	if tr.AccessToken == "" && tr.IDToken == "" {
@@ -269,7 +272,7 @@ func (p *provider) revoke(ctx context.Context, refreshToken string) error {
 	if md.RevocationEndpoint == "" {
 		return nil
 	}
-	return p.post(ctx, md.RevocationEndpoint, url.Values{
+	return p.post(ctx, callRevocation, md.RevocationEndpoint, url.Values{
 		"token":           {refreshToken},
 		"token_type_hint": {"refresh_token"},
 	}, nil)
@@ -278,7 +281,8 @@ func (p *provider) revoke(ctx context.Context, refreshToken string) error {
 // post sends an authenticated form to Logto and decodes a JSON answer into
 // out (when not nil). OAuth errors come back as *TokenError; transport
 // failures and garbage as errUnavailable.
-func (p *provider) post(ctx context.Context, endpoint string, form url.Values, out any) error {
+func (p *provider) post(ctx context.Context, call logtoCall, endpoint string, form url.Values, out any) (err error) {
+	defer p.metrics.timeCall(call, time.Now(), &err)
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
@@ -320,7 +324,7 @@ func (p *provider) post(ctx context.Context, endpoint string, form url.Values, o
 }
 
 // userinfo fetches the user's claims from Logto's userinfo endpoint.
-func (p *provider) userinfo(ctx context.Context, accessToken string) (map[string]any, error) {
+func (p *provider) userinfo(ctx context.Context, accessToken string) (_ map[string]any, err error) {
 	md, _, err := p.discover(ctx)
 	if err != nil {
 		return nil, err
@@ -328,6 +332,7 @@ func (p *provider) userinfo(ctx context.Context, accessToken string) (map[string
 	if md.UserinfoEndpoint == "" {
 		return nil, fmt.Errorf("%w: no userinfo endpoint", errUnavailable)
 	}
+	defer p.metrics.timeCall(callUserinfo, time.Now(), &err)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, md.UserinfoEndpoint, nil)
@@ -422,6 +427,7 @@ type client struct {
 	revoked  *revocations
 	blocks   appBlocks
 	verified *verifiedTokens
+	metrics  *appMetrics
 	keyCache keyCache
 	bearer   *bearerCache
 	logger   *zap.Logger
@@ -479,12 +485,15 @@ func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
 	c.revoked = newRevocations(logger)
 	c.idp.onKeys = c.saveKeys
 	c.poolKey = cfg.key()
+	c.metrics = acquireAppMetrics(metricsApp(cfg))
+	c.idp.metrics, c.revoked.metrics = c.metrics, c.metrics
 	return c, nil
 }
 
 // Destruct stops the client's background work.
 func (c *client) Destruct() error {
 	c.revoked.stop()
+	c.metrics.release()
 	return nil
 }
 
