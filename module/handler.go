@@ -165,9 +165,12 @@ type Handler struct {
 	// token alone: a JWT of type at+jwt signed by the tenant's keys, issuer
 	// <endpoint>/oidc, audience one of these, not expired. The value
 	// "organization" accepts organization tokens (audience
-	// urn:logto:organization:<id>). Failures follow RFC 6750 (401
-	// invalid_token, 403 insufficient_scope), never a redirect or a cookie.
-	// Default: none (bearer tokens are not looked at).
+	// urn:logto:organization:<id>). A token for an API scoped to an
+	// organization (an organization_id claim; its scope is what the
+	// caller's roles in that organization grant) is accepted only when
+	// organization is set, for that organization. Failures follow RFC
+	// 6750 (401 invalid_token, 403 insufficient_scope), never a redirect
+	// or a cookie. Default: none (bearer tokens are not looked at).
 	Bearer []string `json:"bearer,omitempty"`
 
 	// Accept only bearer tokens: no cookie sessions, no sign-in flow
