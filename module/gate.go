@@ -648,18 +648,64 @@ func (a *appBlocks) recompute() {
 
 // stripIdentity removes the client's copy of every identity header of the
 // application, keeping those an earlier logto handler of this request set
-// (st may be nil: none did).
+// (st may be nil: none did). A copy is any header whose name equals one of
+// them but for case and "_" or "." for "-": CGI and FastCGI (php_fastcgi)
+// turn X-User-Id and X_User_Id alike into HTTP_X_USER_ID, and PHP folds
+// X.User.Id onto it too, so removing the exact name only would let a
+// lookalike through as the identity wherever Caddy lets it in
+// (expected_underscore_headers, expected_dot_headers). One pass over the
+// request's header, with no allocation: it runs on every request.
 func (h *Handler) stripIdentity(r *http.Request, st *requestState) {
-	names := h.client.blocks.headers.Load()
-	if names == nil {
-		r.Header.Del(idTokenHeader)
-		return
+	names := idTokenOnly
+	if p := h.client.blocks.headers.Load(); p != nil {
+		names = *p
 	}
-	for _, name := range *names {
-		if st == nil || !st.headers.has(name) {
-			r.Header.Del(name)
+	for name := range r.Header {
+		if isIdentityHeader(name, names) && (st == nil || !st.headers.has(name)) {
+			delete(r.Header, name)
 		}
 	}
+}
+
+// idTokenOnly is the identity header of an application whose blocks are
+// not known yet.
+var idTokenOnly = []string{idTokenHeader}
+
+// isIdentityHeader reports whether a request header named name is, to a
+// CGI backend, one of the identity headers names.
+func isIdentityHeader(name string, names []string) bool {
+	for _, n := range names {
+		if sameCGIName(name, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameCGIName reports whether two header names reach a CGI or FastCGI
+// backend (PHP's $_SERVER included) as the same variable: ASCII case
+// aside, "-", "_" and "." alike. Header names are tokens, ASCII only: Go's
+// HTTP/1, HTTP/2 and HTTP/3 servers refuse any other.
+func sameCGIName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		if x, y := a[i], b[i]; x != y && cgiFold(x) != cgiFold(y) {
+			return false
+		}
+	}
+	return true
+}
+
+func cgiFold(c byte) byte {
+	switch {
+	case c == '_' || c == '.':
+		return '-'
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // headerField is a request header set for the handlers that follow.

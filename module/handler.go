@@ -140,7 +140,9 @@ type Handler struct {
 	// Request headers set for the handlers that follow, e.g.
 	// {"Logto-ID-Token": "{http.auth.logto.id_token}"}. Values may contain
 	// placeholders. Whatever the client sent in these fields is removed
-	// first, also for anonymous requests.
+	// first, also for anonymous requests, under any name a CGI or FastCGI
+	// backend reads as the same (case aside, "_" or "." for "-": X_User_Id
+	// for X-User-Id), and so is a client's Logto-ID-Token.
 	Headers map[string]string `json:"headers,omitempty"`
 
 	// Obtain an access token for this API resource (one of resources,
