@@ -427,6 +427,10 @@ type client struct {
 	logger   *zap.Logger
 	now      func() time.Time
 	poolKey  string
+
+	// logoutSlots bounds the logout tokens this application verifies at
+	// once (backchannelLogout).
+	logoutSlots chan struct{}
 }
 
 // acquireClient returns the client of cfg. A bearer_only block has no
@@ -475,6 +479,8 @@ func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
 		bearer:   newBearerCache(maxCachedBearer),
 		logger:   logger,
 		now:      time.Now,
+
+		logoutSlots: make(chan struct{}, maxLogoutChecks),
 	}
 	c.revoked = newRevocations(logger)
 	c.idp.onKeys = c.saveKeys
