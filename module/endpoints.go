@@ -148,6 +148,9 @@ func (h *Handler) serveUser(w http.ResponseWriter, r *http.Request, cs *cookieSe
 		w.Header().Set("WWW-Authenticate", `Logto realm="logto"`)
 		return caddyhttp.Error(http.StatusUnauthorized, errors.New("logto: not signed in"))
 	}
+	if h.pastOutageGrace(u) {
+		return h.outage(w, u.sub)
+	}
 	claims := userClaims(u.claims)
 	if h.needsUserinfo() {
 		info, nu, err := h.client.userinfo(r.Context(), u)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,17 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 		// protects, the user is not signed in.
 		u, st.user = nil, nil
 		dropIdentity(r, repl, st)
+	}
+	if u != nil && h.pastOutageGrace(u) {
+		// Logto has not confirmed the user for longer than this block
+		// allows: until it does, the session names no one here. The
+		// cookie stays, for the refresh that succeeds once Logto is back.
+		sub := u.sub
+		u, st.user = nil, nil
+		dropIdentity(r, repl, st)
+		if protected && !h.Pass {
+			return false, h.outage(w, sub)
+		}
 	}
 	if u == nil {
 		if h.Pass || !protected {
@@ -533,6 +545,36 @@ func (h *Handler) userFor(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 	}
 	return u
 }
+
+// pastOutageGrace reports whether the session's ID token expired more than
+// this block's outage_grace ago and has still not been renewed: Logto is
+// unreachable or failing (or, in a cluster, storage cannot say whether
+// another instance rotated the refresh token), and current has only
+// scheduled another try. A session without a refresh token ends with its
+// ID token instead (sessionEnded).
+func (h *Handler) pastOutageGrace(u *user) bool {
+	if u.s.Refresh == "" || u.idExp == 0 {
+		return false
+	}
+	return h.client.now().Unix() > u.idExp+h.outageGrace
+}
+
+// outage answers a protected request whose session is past outage_grace:
+// 503, with when the refresh will be tried again. Navigations too: a
+// redirect to sign in would only lead to a Logto that does not answer, and
+// the user is signed in.
+//
+//go:noinline
+func (h *Handler) outage(w http.ResponseWriter, sub string) error {
+	w.Header().Set("Retry-After", strconv.Itoa(int(refreshRetry/time.Second)))
+	w.Header().Set("Cache-Control", "no-store")
+	h.logger.Info("request refused: Logto has not renewed the session for longer than outage_grace; the session is kept",
+		zap.String("user_id", sub))
+	return caddyhttp.Error(http.StatusServiceUnavailable, errOutage)
+}
+
+// errOutage is why a session past outage_grace is not served.
+var errOutage = fmt.Errorf("%w: the session cannot be renewed and its outage_grace is over", errUnavailable)
 
 // withinLimits applies this block's session_lifetime and idle_timeout to
 // the user.

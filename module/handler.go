@@ -181,6 +181,17 @@ type Handler struct {
 	// "WWW-Authenticate: Bearer". Needs bearer. Default: false.
 	BearerOnly bool `json:"bearer_only,omitempty"`
 
+	// How long after its ID token expired a session is still served when
+	// Logto cannot renew it (unreachable, failing, or in a cluster the
+	// shared storage unreadable): meanwhile requests go on with what the
+	// session holds. Past it, a request this block protects gets 503 with
+	// Retry-After and a pass block lets it through as anonymous, until
+	// Logto answers again; the cookie is kept either way, so the session
+	// carries on without a new sign-in. The trade-off: a user revoked in
+	// Logto keeps access for up to this long past their ID token while
+	// Logto is down. 0 serves nothing past the ID token. Default: 5m.
+	OutageGrace *caddy.Duration `json:"outage_grace,omitempty"`
+
 	// How often the back-channel logout list in Caddy's storage is re-read,
 	// so a logout received by another instance takes effect here.
 	// Default: 10s.
@@ -195,7 +206,12 @@ type Handler struct {
 	needs    *needs       // what this block's sign-in must ask for
 	app      *application // the needs of every block of the application
 	stepUp   bool         // a session lacking needs is sent to sign in again
+
+	outageGrace int64 // OutageGrace in seconds
 }
+
+// defaultOutageGrace is outage_grace when it is not set.
+const defaultOutageGrace = 5 * time.Minute
 
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
@@ -259,6 +275,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RevocationPoll == 0 {
 		h.RevocationPoll = caddy.Duration(10 * time.Second)
 	}
+	if h.OutageGrace == nil {
+		// Long enough that a Logto restart or a network blip goes
+		// unnoticed; short beside the hour an ID token lives anyway.
+		grace := caddy.Duration(defaultOutageGrace)
+		h.OutageGrace = &grace
+	}
+	h.outageGrace = int64(time.Duration(*h.OutageGrace) / time.Second)
 	// Expanded here (not per request) so Validate checks the real values.
 	h.BaseURL = strings.TrimRight(repl.ReplaceAll(h.BaseURL, ""), "/")
 	h.PostSignOutRedirect = repl.ReplaceAll(h.PostSignOutRedirect, "")
@@ -352,7 +375,8 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("logto: extra_param %q is set by the module itself", k)
 		}
 	}
-	if time.Duration(h.IdleTimeout) < 0 || time.Duration(h.SessionLifetime) < 0 || time.Duration(h.SignInTimeout) < 0 {
+	if time.Duration(h.IdleTimeout) < 0 || time.Duration(h.SessionLifetime) < 0 || time.Duration(h.SignInTimeout) < 0 ||
+		h.OutageGrace != nil && *h.OutageGrace < 0 {
 		return errors.New("logto: durations must not be negative")
 	}
 	return h.checkResources()
