@@ -177,6 +177,12 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, st *request
 	}
 
 	tok, err := h.client.verifyBearer(r.Context(), cred.token, h.acceptsAudience)
+	if err == nil && tok.orgScoped() && h.Organization == "" {
+		// Its scope is what the caller's roles in one organization grant,
+		// not their permissions on the API: only a block that names the
+		// route's organization can judge it (authorizeBearer).
+		err = errTokenOrgScoped
+	}
 	if err != nil {
 		if !protected {
 			return true, nil
@@ -324,6 +330,13 @@ func (t *bearerToken) orgs() []string {
 	return []string{t.org}
 }
 
+// orgScoped reports whether the token is for an API but scoped to an
+// organization (Logto's resource plus organization_id grant), as opposed
+// to a global API token or an organization token.
+func (t *bearerToken) orgScoped() bool {
+	return t.org != "" && !strings.HasPrefix(t.aud, organizationAudience)
+}
+
 func (t *bearerToken) placeholder(key string) (any, bool) {
 	name, ok := strings.CutPrefix(key, "http.auth.user.")
 	if !ok {
@@ -369,6 +382,7 @@ var (
 	errTokenExpired   = tokenRejected("is expired")
 	errTokenEarly     = tokenRejected("is not valid yet")
 	errTokenSignature = tokenRejected("signature does not verify")
+	errTokenOrgScoped = tokenRejected("is scoped to an organization, and this route names none")
 )
 
 // sigChecks counts signature checks of access tokens, for the test that

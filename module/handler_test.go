@@ -563,6 +563,7 @@ func TestProvisionDefaults(t *testing.T) {
 		{"session_lifetime", time.Duration(h.SessionLifetime), 14 * 24 * time.Hour},
 		{"sign_in_timeout", time.Duration(h.SignInTimeout), 10 * time.Minute},
 		{"revocation_poll", time.Duration(h.RevocationPoll), 10 * time.Second},
+		{"outage_grace", time.Duration(*h.OutageGrace), 5 * time.Minute},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
@@ -676,6 +677,7 @@ func TestValidateErrors(t *testing.T) {
 		{"base_url with path", Handler{BaseURL: "https://app.example.com/app"}},
 		{"base_url without scheme", Handler{BaseURL: "app.example.com"}},
 		{"negative duration", Handler{IdleTimeout: caddy.Duration(-time.Second)}},
+		{"negative outage_grace", Handler{OutageGrace: new(caddy.Duration(-time.Second))}},
 		{"root path prefix", Handler{PathPrefix: "/"}},
 		{"extra param overriding PKCE", Handler{ExtraParams: map[string]string{"code_challenge_method": "plain"}}},
 		{"extra param overriding redirect_uri", Handler{ExtraParams: map[string]string{"redirect_uri": "https://evil.example/cb"}}},

@@ -407,9 +407,10 @@ const (
 	maxLogoutToken = 4 << 10
 )
 
-// logoutSlots bounds how many logout tokens are verified at once, process
-// wide.
-var logoutSlots = make(chan struct{}, 2)
+// maxLogoutChecks is how many logout tokens an application verifies at
+// once. Each application has its own slots (client.logoutSlots), so a
+// flood aimed at one cannot hold up the logouts of another.
+const maxLogoutChecks = 2
 
 // backchannelLogout receives Logto's logout token and ends the sessions it
 // names, here and, through storage, on every instance.
@@ -426,9 +427,10 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) erro
 	// Anyone may post here: at most a few tokens are checked at a time, so
 	// a flood of forgeries (each costs a signature check when it names the
 	// tenant's kid) takes a bounded share of the CPU. The others wait.
+	slots := h.client.logoutSlots
 	select {
-	case logoutSlots <- struct{}{}:
-		defer func() { <-logoutSlots }()
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
 	case <-r.Context().Done():
 		return caddyhttp.Error(http.StatusServiceUnavailable, r.Context().Err())
 	}

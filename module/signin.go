@@ -196,6 +196,9 @@ func validPrompt(s string) bool {
 // a fresh attempt (state, nonce, PKCE verifier) sealed in its own cookie.
 func (h *Handler) startSignIn(w http.ResponseWriter, r *http.Request, cs *cookieSet, returnTo string, p signInParams) error {
 	md, _, err := h.client.idp.discover(r.Context())
+	if err == nil {
+		err = h.client.idp.answering(r.Context())
+	}
 	if err != nil {
 		h.logger.Error("cannot start sign-in: Logto is unavailable", errField(err))
 		h.client.metrics.signInFailed(failUnavailable)
