@@ -3,6 +3,13 @@
 // only 3 s after it was consumed, so a rotated token presented again inside
 // that window still works (and rotates again); after it, oidc-provider sees a
 // reused token and revokes the whole grant.
+//
+// Clients: Logto's adapter throws `invalid client <id>` for an unknown
+// application id (packages/core/src/oidc/adapter.ts), so an unknown client_id
+// gets 400 invalid_client "invalid client <id>" at the token endpoint and at
+// /oidc/auth, where node-oidc-provider alone would say "client authentication
+// failed" (401) or "client is invalid".
+import { errors } from 'oidc-provider';
 
 export const REFRESH_TOKEN_REUSE_GRACE_MS = 3000;
 
@@ -10,6 +17,70 @@ export class Store {
   constructor() {
     /** @type {Map<string, Map<string, {payload: object, expiresAt?: number, consumedAt?: number}>>} */
     this.models = new Map();
+    /** Called with every change ({op: set|consume|del|revoke, …}) when DEVIDP_STORE is set. */
+    this.journal = undefined;
+  }
+
+  // Every change goes through these four, so it can be journaled (persist.js).
+
+  set(name, id, entry) {
+    this.model(name).set(id, entry);
+    this.journal?.({ op: 'set', m: name, id, e: entry });
+  }
+
+  consume(name, id, at = Date.now()) {
+    const entry = this.model(name).get(id);
+    if (!entry) return;
+    entry.consumedAt = at;
+    this.journal?.({ op: 'consume', m: name, id, at });
+  }
+
+  delete(name, id) {
+    if (this.model(name).delete(id)) this.journal?.({ op: 'del', m: name, id });
+  }
+
+  revokeByGrantId(name, grantId) {
+    const map = this.model(name);
+    let revoked = 0;
+    for (const [id, entry] of map) {
+      if (entry.payload.grantId === grantId) {
+        map.delete(id);
+        revoked += 1;
+      }
+    }
+    if (revoked) this.journal?.({ op: 'revoke', m: name, grant: grantId });
+  }
+
+  /** When a stored entry was consumed (a refresh token rotated), or undefined. */
+  consumedAt(name, id) {
+    return this.model(name).get(id)?.consumedAt;
+  }
+
+  /** Puts back the models of a saved store, dropping what has expired. */
+  restore(models) {
+    const now = Date.now();
+    for (const [name, entries] of Object.entries(models)) {
+      const map = this.model(name);
+      for (const [id, entry] of Object.entries(entries)) {
+        if (entry.expiresAt !== undefined && entry.expiresAt <= now) continue;
+        map.set(id, entry);
+      }
+    }
+  }
+
+  /** The live entries of every model, for a snapshot. */
+  dump() {
+    const now = Date.now();
+    const out = {};
+    for (const [name, map] of this.models) {
+      const entries = {};
+      for (const [id, entry] of map) {
+        if (entry.expiresAt !== undefined && entry.expiresAt <= now) continue;
+        entries[id] = entry;
+      }
+      out[name] = entries;
+    }
+    return out;
   }
 
   model(name) {
@@ -49,7 +120,7 @@ export function adapterFor(store) {
 
     async upsert(id, payload, expiresIn) {
       const previous = this.map.get(id);
-      this.map.set(id, {
+      store.set(this.name, id, {
         payload: structuredClone(payload),
         expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : undefined,
         consumedAt: previous?.consumedAt,
@@ -60,7 +131,7 @@ export function adapterFor(store) {
       const entry = this.map.get(id);
       if (!entry) return undefined;
       if (entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
-        this.map.delete(id);
+        this.map.delete(id); // expired: a restart drops it too, no need to journal
         return undefined;
       }
       const payload = structuredClone(entry.payload);
@@ -74,7 +145,9 @@ export function adapterFor(store) {
     }
 
     async find(id) {
-      return this.#load(id);
+      const payload = this.#load(id);
+      if (!payload && this.name === 'Client') throw new errors.InvalidClient(`invalid client ${id}`);
+      return payload;
     }
 
     async findByUid(uid) {
@@ -92,18 +165,15 @@ export function adapterFor(store) {
     }
 
     async consume(id) {
-      const entry = this.map.get(id);
-      if (entry) entry.consumedAt = Date.now();
+      store.consume(this.name, id);
     }
 
     async destroy(id) {
-      this.map.delete(id);
+      store.delete(this.name, id);
     }
 
     async revokeByGrantId(grantId) {
-      for (const [id, entry] of this.map) {
-        if (entry.payload.grantId === grantId) this.map.delete(id);
-      }
+      store.revokeByGrantId(this.name, grantId);
     }
   };
 }

@@ -1,5 +1,6 @@
-// Signing keys, generated at start-up and on /__dev/rotate-keys. Nothing is
-// written to disk: every start gets fresh keys, like a new tenant.
+// Signing keys, generated at start-up and on /__dev/rotate-keys. Without
+// DEVIDP_STORE every start gets fresh keys, like a new tenant; with it they
+// are saved and loaded again (persist.js), as a Logto tenant keeps its keys.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 
 const ALGS = {

@@ -96,7 +96,7 @@ export async function registerMachineApps(provider, store) {
       token_endpoint_auth_method: 'client_secret_basic',
     };
     await provider.Client.validate(metadata);
-    store.model('Client').set(app.id, { payload: metadata });
+    store.set('Client', app.id, { payload: metadata });
   }
 }
 

@@ -64,6 +64,48 @@ function acceptedClaims(use, scope, rejected, extendedIdTokenClaims) {
   return out.filter((claim) => !rejected.includes(claim));
 }
 
+// Logto's sign-in experience routes (@logto/schemas experience.routes) by
+// first_screen (or the legacy interaction_mode).
+const FIRST_SCREEN_ROUTES = {
+  sign_in: 'sign-in',
+  signIn: 'sign-in',
+  register: 'register',
+  signUp: 'register',
+  reset_password: 'reset-password',
+  'identifier:sign_in': 'identifier-sign-in',
+  'identifier:register': 'identifier-register',
+  single_sign_on: 'single-sign-on',
+};
+/** The paths the dev IdP serves its sign-in pages at (see server.js). */
+export const EXPERIENCE_PATH = /^\/(?:sign-in|register|reset-password|identifier-sign-in|identifier-register|single-sign-on|consent|direct(?:\/[^/]*){1,2})\/?$/;
+
+const str = (v) => (typeof v === 'string' && v !== '' ? v : undefined);
+
+/** Logto's buildLoginPromptUrl (packages/core/src/oidc/utils.ts), without the leading "/". */
+export function loginPromptUrl(params, appId) {
+  const search = new URLSearchParams();
+  if (str(appId)) search.append('app_id', appId);
+  if (str(params.organization_id)) search.append('organization_id', params.organization_id);
+  if (str(params.ui_locales)) search.append('ui_locales', params.ui_locales);
+  for (const key of ['one_time_token', 'login_hint', 'identifier']) {
+    if (str(params[key])) search.append(key, params[key]);
+  }
+  const firstScreen = FIRST_SCREEN_ROUTES[str(params.first_screen) ?? str(params.interaction_mode) ?? 'sign_in'] ?? 'sign-in';
+  const query = () => (search.size > 0 ? `?${search}` : '');
+  const direct = str(params.direct_sign_in);
+  if (direct) {
+    search.append('fallback', firstScreen);
+    const [method = '', target = ''] = direct.split(':');
+    return `${['direct', method, target].filter(Boolean).join('/')}${query()}`;
+  }
+  return `${firstScreen}${query()}`;
+}
+
+/** Logto's buildConsentPromptUrl. */
+function consentPromptUrl(appId) {
+  return str(appId) ? `consent?${new URLSearchParams({ app_id: appId })}` : 'consent';
+}
+
 /** oidc-provider's default rotation policy, which Logto keeps. */
 function logtoRotation(ctx) {
   const { RefreshToken: refreshToken, Client: client } = ctx.oidc.entities;
@@ -81,11 +123,21 @@ function logtoRotation(ctx) {
  * @param {'logto'|'always'|'never'} cfg.rotate
  * @param {Set<string>} cfg.extendedIdTokenClaims the extended claims the tenant puts in ID tokens
  * @param {import('./adapter.js').Store} cfg.store
+ * @param {object[]} [cfg.signingKeys] saved private JWKs, the current one first
+ * @param {string[]} [cfg.cookieKeys] saved cookie signing keys
+ * @param {(keys: object[]) => void} [cfg.onKeysChanged] called after a key rotation
+ * @param {(kind: 'within_grace'|'refused') => void} [cfg.onRefreshReuse] called
+ *   when a refresh token that was already redeemed (rotated) is presented again
  * @param {(event: object) => void} cfg.onBackchannel called for every logout token sent
  */
 export function createProvider(cfg) {
   const { alg, ttl } = cfg;
-  const signingKeys = [generateSigningKey(alg)];
+  // Saved keys (DEVIDP_STORE) are kept, as a Logto tenant keeps its keys; a
+  // new key is made when none signs with `alg` (a new tenant, or DEVIDP_ALG
+  // changed: the old keys stay published, as after a rotation).
+  const signingKeys = [...(cfg.signingKeys ?? [])];
+  if (!signingKeys.some((key) => key.alg === alg)) signingKeys.unshift(generateSigningKey(alg));
+  const cookieKeys = cfg.cookieKeys?.length ? [...cfg.cookieKeys] : [randomId(32), randomId(32)];
 
   const resourceServer = (scope, accessTokenTTL = ttl.accessToken) => ({
     scope: scope.join(' '),
@@ -98,7 +150,7 @@ export function createProvider(cfg) {
     adapter: adapterFor(cfg.store),
     jwks: { keys: signingKeys },
     cookies: {
-      keys: [randomId(32), randomId(32)],
+      keys: cookieKeys,
       long: { signed: true, sameSite: 'lax', path: '/' },
       short: { signed: true, sameSite: 'lax', path: '/' },
     },
@@ -187,7 +239,22 @@ export function createProvider(cfg) {
       };
     },
     interactions: {
-      url: (ctx, interaction) => `/interaction/${interaction.uid}`,
+      // Logto sends the browser to its sign-in experience, not to a URL that
+      // names the interaction (which it finds again by the `_interaction`
+      // cookie): `/sign-in?app_id=<client_id>`, `/register?…`,
+      // `/direct/social/kakao?…&fallback=sign-in`, `/consent?app_id=…`; and
+      // it sets a `_logto` cookie with the app id for its pages.
+      url: (ctx, interaction) => {
+        const appId = interaction.params.client_id;
+        const params = ctx.oidc.params ?? {};
+        ctx.cookies.set('_logto', JSON.stringify(Object.fromEntries(Object.entries({
+          appId: typeof appId === 'string' ? appId : undefined,
+          organizationId: typeof params.organization_id === 'string' ? params.organization_id : undefined,
+          uiLocales: typeof params.ui_locales === 'string' ? params.ui_locales : undefined,
+        }).filter(([, v]) => v !== undefined))), { sameSite: 'lax', overwrite: true, httpOnly: false });
+        if (interaction.prompt.name === 'consent') return `/${consentPromptUrl(appId)}`;
+        return `/${loginPromptUrl(params, appId)}`;
+      },
     },
     // Logto answers errors as JSON, browser or not.
     renderError: (ctx, out) => {
@@ -223,7 +290,14 @@ export function createProvider(cfg) {
 
   provider.registerGrantType(
     'refresh_token',
-    refreshTokenGrant({ alg, organizationTokenTtl: 3600 }),
+    refreshTokenGrant({
+      alg,
+      organizationTokenTtl: 3600,
+      reuse: {
+        consumedAt: (jti) => cfg.store.consumedAt('RefreshToken', jti),
+        report: (kind) => cfg.onRefreshReuse?.(kind),
+      },
+    }),
     refreshParameters,
     ['resource'],
   );
@@ -268,9 +342,12 @@ export function createProvider(cfg) {
     // The first key of an algorithm is the one oidc-provider signs with.
     signingKeys.unshift(key);
     initializeKeystore.call(provider, { keys: signingKeys });
+    cfg.onKeysChanged?.(signingKeys);
     return { current: key.kid, kids: signingKeys.map((k) => k.kid) };
   };
   provider.signingKids = () => signingKeys.map((k) => k.kid);
+  /** The private signing JWKs and cookie keys, for DEVIDP_STORE. */
+  provider.secrets = () => ({ signing_keys: [...signingKeys], cookie_keys: [...cookieKeys] });
 
   return provider;
 }

@@ -33,8 +33,12 @@ function forbidden(message) {
  * @param {object} opts
  * @param {string} opts.alg signing algorithm for organization tokens
  * @param {number} opts.organizationTokenTtl seconds
+ * @param {object} [opts.reuse] reuse counting (GET /__dev/refresh-reuse)
+ * @param {(jti: string) => number|undefined} opts.reuse.consumedAt when the
+ *   stored token was consumed (rotated), whatever the adapter's 3 s grace says
+ * @param {(kind: 'within_grace'|'refused') => void} opts.reuse.report
  */
-export function refreshTokenGrant({ alg, organizationTokenTtl }) {
+export function refreshTokenGrant({ alg, organizationTokenTtl, reuse }) {
   return async function refreshTokenHandler(ctx, next) {
     const { provider, client, params } = ctx.oidc;
     const {
@@ -82,8 +86,16 @@ export function refreshTokenGrant({ alg, organizationTokenTtl }) {
     // Reuse of a rotated token (past the adapter's 3 s grace): revoke the
     // whole grant, the newest refresh token included.
     if (refreshToken.consumed) {
+      reuse?.report('refused');
       await Promise.all([refreshToken.destroy(), revoke(ctx, refreshToken.grantId)]);
       throw new InvalidGrant('refresh token already used');
+    }
+    // Presented again after it was redeemed (rotated), inside Logto's 3 s
+    // grace: accepted, and a double redemption all the same.
+    let reuseCounted = false;
+    if (reuse?.consumedAt(refreshToken.jti) !== undefined) {
+      reuse.report('within_grace');
+      reuseCounted = true;
     }
 
     if (organizationId && !isMember(account.accountId, organizationId)) {
@@ -92,6 +104,9 @@ export function refreshTokenGrant({ alg, organizationTokenTtl }) {
 
     if (rotateRefreshToken === true
       || (typeof rotateRefreshToken === 'function' && await rotateRefreshToken(ctx))) {
+      // Two requests with the same token racing to the rotation point: the
+      // second finds it consumed only now.
+      if (!reuseCounted && reuse?.consumedAt(refreshToken.jti) !== undefined) reuse.report('within_grace');
       await refreshToken.consume();
       ctx.oidc.entity('RotatedRefreshToken', refreshToken);
       const previous = refreshToken;

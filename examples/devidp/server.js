@@ -1,14 +1,20 @@
 /**
  * Dev Logto: a Logto-compatible identity provider for caddy-logto's tests and
  * demo, built on node-oidc-provider (the library Logto's server runs on) and
- * configured like a Logto tenant. Everything lives in memory.
+ * configured like a Logto tenant. Everything lives in memory, unless
+ * DEVIDP_STORE names a file to keep it in across restarts.
  *
  *   npm ci --prefix examples/devidp && node examples/devidp/server.js
  *
  * Prints one line, `devidp listening on <base>`, when ready. Issuer
  * `<base>/oidc`; discovery `<base>/oidc/.well-known/openid-configuration`;
  * /oidc/auth, /oidc/token, /oidc/me, /oidc/jwks, /oidc/session/end,
- * /oidc/token/revocation, /oidc/token/introspection.
+ * /oidc/token/revocation, /oidc/token/introspection. Sign-in pages at Logto's
+ * URLs: /oidc/auth sends the browser to /sign-in?app_id=<client id> (or
+ * /register, /direct/social/kakao … by first_screen and direct_sign_in),
+ * whose forms post to /interaction/<uid>/login|register|kakao. What a
+ * config checker's probes get (unknown client: 400 invalid_client "invalid
+ * client <id>", …) is listed in README.md, "Probing a tenant".
  *
  * Environment (all optional):
  *   DEVIDP_PORT (3001; 0 = any free port), DEVIDP_HOST (127.0.0.1),
@@ -17,8 +23,18 @@
  *   DEVIDP_POST_LOGOUT_REDIRECT_URIS (space separated), DEVIDP_BACKCHANNEL_LOGOUT_URI,
  *   DEVIDP_BACKCHANNEL_SESSION_REQUIRED (0/1): a "Traditional web" client
  *   DEVIDP_ALG: ES384 (default) | ES256 | ES512 | RS256
- *   DEVIDP_ACCESS_TOKEN_TTL (3600), DEVIDP_ID_TOKEN_TTL (3600),
- *   DEVIDP_REFRESH_TOKEN_TTL (1209600), DEVIDP_SESSION_TTL (1209600): seconds
+ *   Lifetimes, in seconds (positive integers; Logto's defaults):
+ *   DEVIDP_ID_TOKEN_TTL (3600): every ID token, from the code exchange and
+ *     from each refresh (exp - iat)
+ *   DEVIDP_ACCESS_TOKEN_TTL (3600): opaque and API resource access tokens
+ *     (organization and machine-to-machine tokens keep Logto's 3600)
+ *   DEVIDP_REFRESH_TOKEN_TTL (1209600 = 14 days): every refresh token. A
+ *     confidential client gets the same token back until 70 % of it has
+ *     passed, then a new one with the full lifetime again, so a session that
+ *     refreshes keeps living: 300 rotates after 210 s, then every ~210 s
+ *   DEVIDP_SESSION_TTL (1209600): the IdP's own sign-in session (cookie)
+ *   A soak test: DEVIDP_ID_TOKEN_TTL=20 DEVIDP_REFRESH_TOKEN_TTL=300
+ *     DEVIDP_STORE=<file> DEVIDP_PORT=<fixed> (README.md, "Soak test")
  *   DEVIDP_ROTATE: logto (default; confidential clients rotate after 70 % of
  *     the refresh token's lifetime) | always | never
  *   DEVIDP_AUTHORIZATION_CODE_TTL (60, as Logto): seconds
@@ -29,6 +45,13 @@
  *   DEVIDP_CLIENT_SECRET_POST: 1 accepts the client secret in the form body
  *     too, as node-oidc-provider (and so Logto) does; by default only
  *     client_secret_basic authenticates a client (401 invalid_client)
+ *   DEVIDP_STORE: a file path. Keeps what a restart (even kill -9) must not
+ *     lose: sessions, grants, refresh/access tokens, codes, clients, the
+ *     signing keys (JWKS kids stay; old ID tokens still verify), the cookie
+ *     keys (IdP sessions survive), registered users and /__dev/stats. Written
+ *     as <file> (snapshot, temp file + rename) and <file>.journal (one line
+ *     appended per change before the answer); loaded at start (persist.js).
+ *     Unset: in memory, new keys at every start, like a new tenant.
  *
  * Demo users (password = username): alice (role admin; acme admin, globex
  * member; custom_data {plan:"pro"}), bob (viewer; acme member; picture null),
@@ -42,17 +65,27 @@
  * revocation|end_session&mode=500|garbage|slow&count=N[&delay_ms=5000],
  * POST /__dev/logout?sub=<user id>[&keep_tokens=1], GET /__dev/backchannel,
  * POST /__dev/resources/delete?indicator=<API resource> (as if deleted in
- * Console), POST /__dev/resources/restore (reset restores them too).
+ * Console), POST /__dev/resources/restore (reset restores them too),
+ * GET /__dev/refresh-reuse ({refresh_token_grants: successful refresh_token
+ * grants, reused_within_grace: an already redeemed (rotated) refresh token
+ * presented again inside Logto's 3 s grace and accepted, reused_refused: after
+ * the grace, refused with the grant revoked, double_redemptions: the sum};
+ * also in /__dev/stats, reset by /__dev/reset, kept by DEVIDP_STORE),
+ * GET /__dev/store ({models: {<model>: live entries}, signed_in_sessions,
+ * persistence: null | {file, snapshot_saved_at, snapshots_written,
+ * last_snapshot_ms, journal_bytes}}), POST /__dev/store/snapshot (fold the
+ * journal into the snapshot now; 409 without DEVIDP_STORE).
  */
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Store } from './adapter.js';
+import { Persistence } from './persist.js';
 import {
   seedUsers, users, organizations, addUser, findUserByUsername, logtoId, publicUser,
   KAKAO_USER_ID, RESOURCES, ROLES, ORGANIZATION_ROLES, deleteResource, restoreResources,
 } from './data.js';
-import { createProvider, ID_TOKEN_EXTENDED } from './provider.js';
+import { createProvider, ID_TOKEN_EXTENDED, EXPERIENCE_PATH } from './provider.js';
 import { refuseSecretInBody } from './client-auth.js';
 import { registerMachineApps, machineAppsInfo } from './m2m.js';
 import { SUPPORTED_ALGS } from './keys.js';
@@ -101,16 +134,36 @@ const extendedIdTokenClaims = (() => {
   return new Set(names);
 })();
 const clientSecretPost = env.DEVIDP_CLIENT_SECRET_POST === '1';
+const storeFile = env.DEVIDP_STORE || undefined;
 
 // --- state -----------------------------------------------------------------
 
 const store = new Store();
+// DEVIDP_STORE: load what the last run saved (persist.js); journaling starts
+// once the provider is up (persistence.open below).
+const persistence = storeFile ? new Persistence(storeFile) : undefined;
+let saved;
+if (persistence) {
+  try {
+    const loaded = persistence.load();
+    if (loaded) {
+      ({ saved } = loaded);
+      store.restore(saved.models);
+      process.stderr.write(`devidp: loaded ${persistence.file} (saved ${saved.saved_at}; ${loaded.replayed} journal entries replayed${loaded.skipped ? `, ${loaded.skipped} torn skipped` : ''})\n`);
+    }
+  } catch (err) {
+    fail(`DEVIDP_STORE: ${err.message}`);
+  }
+  store.journal = (op) => persistence.append(op);
+}
 setInterval(() => store.sweep(), 60_000).unref();
 
 const newStats = () => ({
   authorization_code_grants: 0,
   refresh_token_grants: 0,
   refresh_token_grants_by_resource: {},
+  refresh_token_reuse_within_grace: 0,
+  refresh_token_reuse_refused: 0,
   organization_token_grants: 0,
   invalid_grants: 0,
   revocations: 0,
@@ -118,7 +171,11 @@ const newStats = () => ({
   backchannel_logouts_sent: 0,
   userinfo_requests: 0,
 });
-let stats = newStats();
+let stats = { ...newStats(), ...saved?.stats };
+/** Call after changing `stats`: journals them when DEVIDP_STORE is set. */
+const statsChanged = () => persistence?.append({ op: 'stats', v: stats });
+/** Users who registered on the sign-up page (kept by DEVIDP_STORE). */
+const registeredUsers = new Map();
 let authorizationRequests = [];
 let backchannelLog = [];
 /** endpoint → {mode, remaining, delayMs} */
@@ -220,7 +277,7 @@ async function registerClient(input) {
   } catch (err) {
     throw Object.assign(new Error(err.error_description ?? err.message), { status: 400, code: err.error ?? 'invalid_client_metadata' });
   }
-  store.model('Client').set(clientId, { payload: metadata });
+  store.set('Client', clientId, { payload: metadata });
   const { client_secret: _, ...shown } = metadata;
   return shown;
 }
@@ -325,6 +382,8 @@ async function handleInteraction(req, res, uid, action) {
         return;
       }
       const user = addUser({ username, password });
+      registeredUsers.set(user.id, user);
+      persistence?.append({ op: 'user', v: user });
       await finishLogin(req, res, user.id);
       return;
     }
@@ -356,7 +415,7 @@ async function adminSignOut(sub, keepTokens) {
         await client.backchannelLogout(sub, authorization.sid).catch(() => {});
       }
     }
-    store.model('Session').delete(id);
+    store.delete('Session', id);
     sessionsEnded += 1;
   }
   // Logto's "sign out user" also deletes the user's access and refresh tokens.
@@ -365,7 +424,7 @@ async function adminSignOut(sub, keepTokens) {
     for (const model of ['AccessToken', 'RefreshToken', 'AuthorizationCode']) {
       for (const [id, payload] of [...store.entries(model)]) {
         if (payload.accountId === sub) {
-          store.model(model).delete(id);
+          store.delete(model, id);
           tokensRevoked += 1;
         }
       }
@@ -379,15 +438,48 @@ async function adminSignOut(sub, keepTokens) {
   };
 }
 
+/**
+ * Double redemptions of refresh tokens: a token that was already redeemed
+ * (rotated) presented again, accepted inside Logto's 3 s grace or refused
+ * after it (which revokes the grant); and the refresh grants served.
+ */
+function refreshReuse() {
+  const withinGrace = stats.refresh_token_reuse_within_grace;
+  const refused = stats.refresh_token_reuse_refused;
+  return {
+    refresh_token_grants: stats.refresh_token_grants,
+    reused_within_grace: withinGrace,
+    reused_refused: refused,
+    double_redemptions: withinGrace + refused,
+  };
+}
+
+/** What the store holds: live entries per model, and sessions with a user. */
+function storeInfo() {
+  const models = {};
+  for (const name of [...store.models.keys()].sort()) {
+    models[name] = [...store.entries(name)].length;
+  }
+  const signedInSessions = [...store.entries('Session')].filter(([, session]) => session.accountId).length;
+  return { models, signed_in_sessions: signedInSessions, persistence: persistence?.info() ?? null };
+}
+
 async function handleDev(req, res, url) {
   const route = `${req.method} ${url.pathname}`;
   const q = url.searchParams;
   switch (route) {
     case 'GET /__dev/requests': return sendJson(res, 200, authorizationRequests);
     case 'GET /__dev/stats': return sendJson(res, 200, stats);
+    case 'GET /__dev/refresh-reuse': return sendJson(res, 200, refreshReuse());
     case 'GET /__dev/backchannel': return sendJson(res, 200, backchannelLog);
+    case 'GET /__dev/store': return sendJson(res, 200, storeInfo());
+    case 'POST /__dev/store/snapshot':
+      if (!persistence) return sendJson(res, 409, { error: 'DEVIDP_STORE is not set' });
+      persistence.snapshot();
+      return sendJson(res, 200, storeInfo());
     case 'POST /__dev/reset':
       stats = newStats();
+      statsChanged();
       authorizationRequests = [];
       backchannelLog = [];
       failures = {};
@@ -473,8 +565,13 @@ function observe(req, res, url) {
     if (authorizationRequests.length > 10_000) authorizationRequests.splice(0, 1000);
   } else if (pathname === '/oidc/me') {
     stats.userinfo_requests += 1;
+    statsChanged();
   } else if (pathname === '/oidc/token/revocation' && req.method === 'POST') {
-    res.on('finish', () => { if (res.statusCode === 200) stats.revocations += 1; });
+    res.on('finish', () => {
+      if (res.statusCode !== 200) return;
+      stats.revocations += 1;
+      statsChanged();
+    });
   }
 }
 
@@ -496,6 +593,20 @@ async function handle(req, res) {
     req.originalUrl = req.url;
     req.url = req.url.slice('/oidc'.length) || '/';
     oidcCallback(req, res);
+    return;
+  }
+
+  // Logto's sign-in experience URLs (/sign-in?app_id=…, /register, /direct/…,
+  // /consent): the interaction is the one the `_interaction` cookie names.
+  if (EXPERIENCE_PATH.test(pathname) && req.method === 'GET') {
+    let uid;
+    try {
+      ({ uid } = await provider.interactionDetails(req, res));
+    } catch {
+      sendHtml(res, 400, views.errorPage('Sign-in expired', 'There is no sign-in in progress in this browser, or it has expired. Go back to the application and sign in again.'));
+      return;
+    }
+    await handleInteraction(req, res, uid, '');
     return;
   }
 
@@ -539,6 +650,11 @@ server.keepAliveTimeout = 5000;
 function shutdown() {
   if (!alive) return;
   alive = false;
+  try {
+    persistence?.snapshotIfChanged();
+  } catch (err) {
+    process.stderr.write(`devidp: DEVIDP_STORE: ${err.message}\n`);
+  }
   server.close();
   server.closeAllConnections?.();
   process.exit(0);
@@ -546,12 +662,16 @@ function shutdown() {
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
 
-server.on('error', (err) => fail(`cannot listen on ${host}:${port}: ${err.message}`));
+server.on('error', (err) => fail(`cannot listen on ${host}:${port}: ${err.message}${err.code === 'EADDRINUSE' ? ' (another service has the port: set DEVIDP_PORT to another one)' : ''}`));
 
 server.listen(port, host, async () => {
   const actualPort = server.address().port;
   base = (env.DEVIDP_BASE || `http://localhost:${actualPort}`).replace(/\/+$/, '');
   seedUsers(base);
+  for (const user of saved?.users ?? []) registeredUsers.set(user.id, addUser(user));
+  if (saved && saved.issuer !== `${base}/oidc`) {
+    process.stderr.write(`devidp: warning: ${persistence.file} was saved by the issuer ${saved.issuer}; this one is ${base}/oidc, so its tokens will not verify here\n`);
+  }
 
   provider = createProvider({
     issuer: `${base}/oidc`,
@@ -560,8 +680,17 @@ server.listen(port, host, async () => {
     rotate,
     extendedIdTokenClaims,
     store,
+    signingKeys: saved?.signing_keys,
+    cookieKeys: saved?.cookie_keys,
+    onKeysChanged: (keys) => persistence?.append({ op: 'keys', signing: keys }),
+    onRefreshReuse: (kind) => {
+      if (kind === 'refused') stats.refresh_token_reuse_refused += 1;
+      else stats.refresh_token_reuse_within_grace += 1;
+      statsChanged();
+    },
     onBackchannel: (event) => {
       stats.backchannel_logouts_sent += 1;
+      statsChanged();
       backchannelLog.push(event);
     },
   });
@@ -572,7 +701,10 @@ server.listen(port, host, async () => {
 
   provider.on('grant.success', (ctx) => {
     const { grant_type: grantType, resource, organization_id: organizationId } = ctx.oidc.params;
-    if (grantType === 'authorization_code') stats.authorization_code_grants += 1;
+    if (grantType === 'authorization_code') {
+      stats.authorization_code_grants += 1;
+      statsChanged();
+    }
     if (grantType !== 'refresh_token') return;
     stats.refresh_token_grants += 1;
     if (organizationId) stats.organization_token_grants += 1;
@@ -580,11 +712,17 @@ server.listen(port, host, async () => {
       const by = stats.refresh_token_grants_by_resource;
       by[resource] = (by[resource] ?? 0) + 1;
     }
+    statsChanged();
   });
   provider.on('grant.error', (ctx, err) => {
-    if (err.error === 'invalid_grant') stats.invalid_grants += 1;
+    if (err.error !== 'invalid_grant') return;
+    stats.invalid_grants += 1;
+    statsChanged();
   });
-  provider.on('end_session.success', () => { stats.end_sessions += 1; });
+  provider.on('end_session.success', () => {
+    stats.end_sessions += 1;
+    statsChanged();
+  });
 
   await registerMachineApps(provider, store);
 
@@ -601,6 +739,19 @@ server.listen(port, host, async () => {
     } catch (err) {
       fail(`DEVIDP_CLIENT_ID: ${err.message}`);
     }
+  }
+
+  // The first snapshot: keys (new or loaded), clients, the replayed journal.
+  try {
+    persistence?.open(() => ({
+      issuer: `${base}/oidc`,
+      ...provider.secrets(),
+      stats,
+      users: [...registeredUsers.values()],
+      models: store.dump(),
+    }));
+  } catch (err) {
+    fail(`DEVIDP_STORE: cannot write ${persistence.file}: ${err.message}`);
   }
 
   ready = true;

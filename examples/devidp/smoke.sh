@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Smoke test of the dev IdP with curl (and strict-check.mjs for Logto's
-# strictness): discovery, a full code flow, resource
+# strictness): the probes a config checker makes without signing anyone in,
+# discovery, a full code flow, resource
 # and organization tokens, refresh-token rotation and reuse detection,
 # revocation, RP-initiated and back-channel logout, key rotation, failure
-# injection, the sign-in pages, ES256 and ES512 tenants, 20 quick starts in a
+# injection, the sign-in pages, a kill -9 and restart with DEVIDP_STORE, ES256
+# and ES512 tenants, 20 quick starts in a
 # row, and machine-to-machine apps (client credentials). Needs node and curl;
 # exits non-zero on the first failed check.
 set -euo pipefail
@@ -65,6 +67,11 @@ verify_jwt() {
 			header.alg.startsWith("ES") ? { key, dsaEncoding: "ieee-p1363" } : key, Buffer.from(s, "base64url"));
 		process.exit(ok ? 0 : 1);' "$1" "$TMP/jwks.json"
 }
+now_ms() { local t=${EPOCHREALTIME/./}; echo $((10#$t / 1000)); }
+sleep_until() { # sleep_until <epoch ms>
+	local d=$(($1 - $(now_ms)))
+	[ "$d" -le 0 ] || sleep "$((d / 1000)).$(printf '%03d' $((d % 1000)))"
+}
 urlenc() { node -e 'process.stdout.write(encodeURIComponent(process.argv[1]))' "$1"; }
 qparam() { node -e 'process.stdout.write(new URL(process.argv[1]).searchParams.get(process.argv[2]) ?? "")' "$1" "$2"; }
 
@@ -108,6 +115,9 @@ POST_LOGOUT=http://localhost:9/
 VERIFIER=smoke-verifier-0123456789-abcdefghijklmnopqrstuvwxyz
 CHALLENGE=$(node -e 'process.stdout.write(require("crypto").createHash("sha256").update(process.argv[1]).digest("base64url"))' "$VERIFIER")
 
+# page_uid <html file>: the interaction id the sign-in page's forms post to.
+page_uid() { sed -n 's#.*="/interaction/\([A-Za-z0-9_-]*\)/.*#\1#p' "$1" | head -1; }
+
 # authorize <cookie jar> <extra query> [username]: runs /oidc/auth, signs in
 # on the page shown (login, registration or Kakao), follows redirects and sets
 # CB to the callback URL. PAGES counts the HTML pages shown on the way.
@@ -122,8 +132,8 @@ authorize() {
 			PAGES=$((PAGES + 1))
 			cp "$TMP/page.html" "$TMP/shown.html"
 			[ -n "$user" ] || { echo "unexpected page at $url" >&2; return 1; }
-			uid=${url##*/interaction/}
-			uid=${uid%%[/?]*}
+			# The page is at Logto's /sign-in?app_id=…; its forms name the interaction.
+			uid=$(page_uid "$TMP/page.html")
 			if grep -q 'Continue with Kakao\|>Continue</button>' "$TMP/page.html" && [ "$user" = kakao ] ; then
 				read -r status loc < <(curl -s -o /dev/null -c "$jar" -b "$jar" -w '%{http_code} %{redirect_url}\n' -X POST "$BASE/interaction/$uid/kakao")
 			elif grep -q '<title>Create account' "$TMP/page.html"; then
@@ -181,6 +191,69 @@ ACME=$(curl -sf "$BASE/__dev/organizations" | json 'd.find(o=>o.slug==="acme").i
 GLOBEX=$(curl -sf "$BASE/__dev/organizations" | json 'd.find(o=>o.slug==="globex").id')
 expect "user and organization ids as documented" "$ALICE $BOB $CAROL $ACME $GLOBEX" "07o263nluzqo aaypmo5703sw 0ba0d9zv4ub2 uyfzkqy8gung 92p5be3dqn90"
 
+echo "== probing a tenant without signing anyone in (LOGTO.md; what \`caddy logto check\` asks)"
+# probe <method> <url> [curl args...]: prints "<status>[ <Location>]"; the body
+# is in $TMP/probe.body, the headers in $TMP/probe.hdr.
+probe() {
+	local method=$1 url=$2
+	shift 2
+	local status loc
+	status=$(curl -s -X "$method" -D "$TMP/probe.hdr" -o "$TMP/probe.body" -w '%{http_code}' "$@" "$url")
+	loc=$(sed -n 's/^[Ll]ocation: //p' "$TMP/probe.hdr" | tr -d '\r')
+	echo "$status${loc:+ $loc}"
+}
+# pbody <expression over d>: evaluates on the last probe's JSON body.
+pbody() { json "$1" <"$TMP/probe.body"; }
+store_counts() { curl -sf "$BASE/__dev/store" | json '[d.models.Grant ?? 0, d.signed_in_sessions, d.models.AuthorizationCode ?? 0, d.models.RefreshToken ?? 0].join(" ")'; }
+expect "probe: nothing stored before the probes (grants, signed-in sessions, codes, refresh tokens)" "$(store_counts)" "0 0 0 0"
+probe GET "$ISSUER/.well-known/openid-configuration" >/dev/null
+expect "probe: discovery issuer is <endpoint>/oidc" "$(pbody d.issuer)" "$BASE/oidc"
+PROBE_DATE=$(sed -n 's/^[Dd]ate: //p' "$TMP/probe.hdr" | tr -d '\r')
+expect "probe: discovery's Date header gives the IdP's clock (within 5 s of ours)" \
+	"$(node -e 'const t = Date.parse(process.argv[1]); process.stdout.write(String(Number.isFinite(t) && Math.abs(t - Date.now()) < 5000))' "$PROBE_DATE")" true
+NO_CODE=devidp-probe-code-that-cannot-exist
+expect "probe: token endpoint, good id and secret, unknown code → 400 invalid_grant (Logto's code field)" \
+	"$(probe POST "$ISSUER/token" -u "$APP:$SECRET" -d grant_type=authorization_code -d "code=$NO_CODE") $(pbody '[d.code, d.error].join(" ")')" \
+	"400 oidc.invalid_grant invalid_grant"
+expect "probe: token endpoint, wrong secret → 401 invalid_client (client authentication failed)" \
+	"$(probe POST "$ISSUER/token" -u "$APP:not-the-secret" -d grant_type=authorization_code -d "code=$NO_CODE") $(pbody '[d.code, d.error, d.error_description].join(" ")')" \
+	"401 oidc.invalid_client invalid_client client authentication failed"
+expect "probe: token endpoint, unknown id → 400 invalid_client (invalid client <id>)" \
+	"$(probe POST "$ISSUER/token" -u "no-such-app:whatever" -d grant_type=authorization_code -d "code=$NO_CODE") $(pbody '[d.code, d.error, d.error_description].join(" ")')" \
+	"400 oidc.invalid_client invalid_client invalid client no-such-app"
+probe_auth() { # probe_auth <client_id> <redirect_uri> [extra query] [scope]
+	probe GET "$ISSUER/auth?client_id=$1&redirect_uri=$(urlenc "$2")&response_type=code&scope=$(urlenc "${4:-openid}")&state=probe-state&code_challenge=$CHALLENGE&code_challenge_method=S256${3:+&$3}"
+}
+expect "probe: authorization request, registered redirect URI → 303 to Logto's sign-in page" \
+	"$(probe_auth "$APP" "$REDIRECT_URI")" "303 /sign-in?app_id=$APP"
+grep -qi '^set-cookie: _logto=' "$TMP/probe.hdr" || die "probe: the sign-in redirect sets Logto's _logto cookie"
+ok "probe: the sign-in redirect sets Logto's _logto cookie"
+expect "probe: authorization request, unregistered redirect URI → 400 invalid_redirect_uri" \
+	"$(probe_auth "$APP" http://localhost:9/not-registered) $(pbody '[d.code, d.error, d.error_description].join(" | ")')" \
+	"400 oidc.invalid_redirect_uri | invalid_redirect_uri | redirect_uri did not match any of the client's registered redirect_uris"
+expect "probe: authorization request, unknown client → 400 invalid_client (invalid client <id>)" \
+	"$(probe_auth no-such-app "$REDIRECT_URI") $(pbody '[d.error, d.error_description].join(" ")')" \
+	"400 invalid_client invalid client no-such-app"
+read -r status loc < <(probe_auth "$APP" "$REDIRECT_URI" "resource=$(urlenc https://unknown.example.test)")
+expect "probe: unknown API resource → 303 to the redirect URI with error=invalid_target" \
+	"$status ${loc%%\?*} $(qparam "$loc" error) | $(qparam "$loc" error_description) | $(qparam "$loc" state)" \
+	"303 $REDIRECT_URI invalid_target | resource indicator is missing, or unknown | probe-state"
+expect "probe: known API resource → 303 to the sign-in page" \
+	"$(probe_auth "$APP" "$REDIRECT_URI" "resource=$(urlenc https://api.example.com)")" "303 /sign-in?app_id=$APP"
+expect "probe: an unknown scope is not refused → 303 to the sign-in page" \
+	"$(probe_auth "$APP" "$REDIRECT_URI" "" 'openid no:such:scope')" "303 /sign-in?app_id=$APP"
+expect "probe: end session, unregistered post_logout_redirect_uri → 400 invalid_request" \
+	"$(probe GET "$ISSUER/session/end?client_id=$APP&post_logout_redirect_uri=$(urlenc http://localhost:9/not-registered)") $(pbody '[d.code, d.error, d.error_description].join(" | ")')" \
+	"400 oidc.invalid_request | invalid_request | post_logout_redirect_uri not registered"
+expect "probe: end session, registered post_logout_redirect_uri, no session → 200" \
+	"$(probe GET "$ISSUER/session/end?client_id=$APP&post_logout_redirect_uri=$(urlenc "$POST_LOGOUT")")" "200"
+grep -q "action=\"$ISSUER/session/end/confirm\"" "$TMP/probe.body" && grep -q 'forms\[0\].submit()' "$TMP/probe.body" \
+	|| die "probe: the end-session page submits itself to /session/end/confirm"
+ok "probe: the end-session page submits itself to /session/end/confirm"
+expect "probe: the probes created no grant, signed-in session, code or refresh token" "$(store_counts)" "0 0 0 0"
+expect "probe: and ended no session" "$(curl -sf "$BASE/__dev/stats" | json d.end_sessions)" 0
+curl -sf -X POST "$BASE/__dev/reset" >/dev/null # the counts checked below start here
+
 # Login page shows the Logto parameters it received.
 curl -s -c "$TMP/jar0" -b "$TMP/jar0" -o /dev/null -w '%{redirect_url}' \
 	"$BASE/oidc/auth?client_id=$APP&redirect_uri=$(urlenc "$REDIRECT_URI")&response_type=code&scope=openid&code_challenge=$CHALLENGE&code_challenge_method=S256&first_screen=identifier:sign_in&identifier=username%20email&login_hint=bob&ui_locales=ko-KR&organization_id=$ACME" >"$TMP/loc"
@@ -192,7 +265,9 @@ done
 grep -q 'name="username" type="text" value="bob"' "$TMP/login.html" || die "login_hint prefills the username"
 grep -q 'Continue with Kakao' "$TMP/login.html" && grep -q 'Create account</a>' "$TMP/login.html" || die "login page offers Kakao and Create account"
 ok "login page shows first_screen, identifier, login_hint, ui_locales, organization_id"
-uid=$(sed 's#.*/interaction/##' "$TMP/loc")
+expect "first_screen=identifier:sign_in → Logto's /identifier-sign-in?app_id=… URL" "$(cat "$TMP/loc")" \
+	"$BASE/identifier-sign-in?app_id=$APP&organization_id=$ACME&ui_locales=ko-KR&login_hint=bob&identifier=username+email"
+uid=$(page_uid "$TMP/login.html")
 status=$(curl -s -o "$TMP/wrong.html" -w '%{http_code}' -c "$TMP/jar0" -b "$TMP/jar0" -d username=bob -d password=wrong "$BASE/interaction/$uid/login")
 expect "wrong password: page again" "$status" 401
 grep -q 'Incorrect username or password' "$TMP/wrong.html" || die "wrong password: error message"
@@ -202,6 +277,7 @@ expect "authorization request recorded" "$(curl -sf "$BASE/__dev/requests" | jso
 # Legacy interaction_mode=signUp opens the registration form.
 loc=$(curl -s -c "$TMP/jar0" -b "$TMP/jar0" -o /dev/null -w '%{redirect_url}' \
 	"$BASE/oidc/auth?client_id=$APP&redirect_uri=$(urlenc "$REDIRECT_URI")&response_type=code&scope=openid&interaction_mode=signUp")
+expect "interaction_mode=signUp → Logto's /register?app_id=… URL" "$loc" "$BASE/register?app_id=$APP"
 curl -s -c "$TMP/jar0" -b "$TMP/jar0" -o "$TMP/signup.html" "$loc"
 grep -q '<title>Create account' "$TMP/signup.html" || die "interaction_mode=signUp"
 ok "interaction_mode=signUp shows the registration form (PKCE optional for a confidential client)"
@@ -257,18 +333,47 @@ expect "  aud, organization_id claim" "$(jwt_part 1 "$(json d.access_token <"$TM
 expect "organization token for a non-member" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RT" organization_id=notamember01)" 403
 expect "  error access_denied" "$(json d.error <"$TMP/t.json")" access_denied
 
-echo "== refresh-token rotation and reuse detection"
-expect "rotate (always): refresh" "$(token "$TMP/r1.json" grant_type=refresh_token "refresh_token=$RT")" 200
+echo "== refresh-token rotation and reuse detection (and its counters, GET /__dev/refresh-reuse)"
+# reuse_delta: the change of "refresh_token_grants reused_within_grace
+# reused_refused double_redemptions" since the last reuse_mark.
+reuse_now() { curl -sf "$BASE/__dev/refresh-reuse" | json '[d.refresh_token_grants, d.reused_within_grace, d.reused_refused, d.double_redemptions].join(" ")'; }
+reuse_mark() { REUSE_MARK=$(reuse_now); }
+reuse_delta() {
+	local now
+	now=$(reuse_now)
+	node -e 'const [a, b] = process.argv.slice(1).map((s) => s.split(" ").map(Number)); process.stdout.write(b.map((v, i) => v - a[i]).join(" "))' "$REUSE_MARK" "$now"
+}
+reuse_mark
+# The two redemptions back to back (nothing slow in between: the grace is 3 s).
+R1_STATUS=$(token "$TMP/r1.json" grant_type=refresh_token "refresh_token=$RT")
+R2_STATUS=$(token "$TMP/r2.json" grant_type=refresh_token "refresh_token=$RT")
+expect "rotate (always): refresh" "$R1_STATUS" 200
 R1=$(json d.refresh_token <"$TMP/r1.json")
 [ "$R1" != "$RT" ] || die "refresh token rotated"
 ok "refresh token rotated"
-expect "used token again within 3 s still works" "$(token "$TMP/r2.json" grant_type=refresh_token "refresh_token=$RT")" 200
+expect "used token again within 3 s still works" "$R2_STATUS" 200
 R2=$(json d.refresh_token <"$TMP/r2.json")
+expect "reuse counters: redeemed, then redeemed again within the grace → 2 grants, reused_within_grace +1 exactly" "$(reuse_delta)" "2 1 0 1"
+reuse_mark
 sleep 3.5
 expect "used token after 3 s" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$RT")" 400
 expect "  error invalid_grant" "$(json d.error <"$TMP/t.json")" invalid_grant
+expect "reuse counters: after the grace → reused_refused +1 exactly, no grant served" "$(reuse_delta)" "0 0 1 1"
+expect "reuse counters are in /__dev/stats too" "$(curl -sf "$BASE/__dev/stats" | json '[d.refresh_token_grants, d.refresh_token_reuse_within_grace, d.refresh_token_reuse_refused].join(" ")')" \
+	"$(reuse_now | cut -d' ' -f1-3)"
 expect "newest token revoked with the grant" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$R1")" 400
 expect "grace-issued token revoked too" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$R2")" 400
+expect "reuse counters: tokens of a revoked grant are not reuses" "$(reuse_delta)" "0 0 1 1"
+authorize "$TMP/jar-alice" "$SIGNIN_QUERY" || die "alice again, for concurrent refreshes"
+exchange "$CB" "$TMP/cc.json" >/dev/null
+reuse_mark
+RTC=$(json d.refresh_token <"$TMP/cc.json")
+token "$TMP/cc1.json" grant_type=refresh_token "refresh_token=$RTC" >"$TMP/cc1.status" &
+CC1=$!
+token "$TMP/cc2.json" grant_type=refresh_token "refresh_token=$RTC" >"$TMP/cc2.status" &
+wait "$CC1" $! || true
+expect "two concurrent refreshes with one token: both served (Logto's grace), counted as one double redemption" \
+	"$(cat "$TMP/cc1.status") $(cat "$TMP/cc2.status") $(reuse_delta)" "200 200 2 1 0 1"
 
 echo "== a refused resource still rotates (as in Logto: rotation comes before the resource check)"
 authorize "$TMP/jar-alice" "$SIGNIN_QUERY" || die "alice again"
@@ -365,7 +470,7 @@ curl -sf -X POST "$BASE/__dev/fail?endpoint=discovery&mode=slow&delay_ms=1200" >
 expect_match "injected slowness" "$(curl -s -o /dev/null -w '%{time_total}' "$ISSUER/.well-known/openid-configuration")" '^[1-9]'
 curl -sf "$BASE/__dev/stats" >"$TMP/stats.json"
 expect "stats" "$(json '[d.authorization_code_grants, d.refresh_token_grants, d.refresh_token_grants_by_resource["https://api.example.com"], d.organization_token_grants, d.invalid_grants, d.revocations, d.end_sessions, d.backchannel_logouts_sent, d.userinfo_requests].join(" ")' <"$TMP/stats.json")" \
-	"8 10 3 4 7 1 1 2 1"
+	"9 12 3 4 7 1 1 2 1"
 curl -sf -X POST "$BASE/__dev/reset" >/dev/null
 expect "reset" "$(curl -sf "$BASE/__dev/stats" | json 'd.authorization_code_grants + d.refresh_token_grants')$(curl -sf "$BASE/__dev/requests" | json 'd.length')" 00
 stop_idp
@@ -383,25 +488,42 @@ start_idp idp2 DEVIDP_CLIENT_ID=$APP DEVIDP_CLIENT_SECRET=$SECRET DEVIDP_REDIREC
 	DEVIDP_AUTHORIZATION_CODE_TTL=3
 ISSUER="$BASE/oidc"
 expect "RS256 discovery" "$(curl -sf "$ISSUER/.well-known/openid-configuration" | json 'd.id_token_signing_alg_values_supported.join()')" RS256
+# A code left to expire (DEVIDP_AUTHORIZATION_CODE_TTL=3), taken first so it
+# is long expired when it is tried, whatever the machine's load.
+authorize "$TMP/jar-late" "$SIGNIN_QUERY" bob || die "bob, code left to expire"
+LATE_CB=$CB
 authorize "$TMP/jar2" "$SIGNIN_QUERY" alice || die "sign-in with env client"
 expect "code exchange" "$(exchange "$CB" "$TMP/e1.json")" 200
+E1_MS=$(now_ms) # the refresh token's iat is at most this
+# userinfo at once: the access token lives DEVIDP_ACCESS_TOKEN_TTL=5 s, and the
+# checks below take seconds on a loaded machine.
+curl -s -o "$TMP/me2.json" -H "Authorization: Bearer $(sed -n 's/.*"access_token": *"\([^"]*\)".*/\1/p' "$TMP/e1.json")" "$ISSUER/me"
 IDT=$(json d.id_token <"$TMP/e1.json")
 verify_jwt "$IDT" "$ISSUER/jwks" || die "RS256 ID token signature"
 expect "no extended claims in ID token, no sid" "$(jwt_part 1 "$IDT" | json '[d.roles,d.organizations,d.sid,d.name,d.exp-d.iat].join("|")')" "|||Alice Park|2"
-expect "userinfo still has them" "$(curl -sf -H "Authorization: Bearer $(json d.access_token <"$TMP/e1.json")" "$ISSUER/me" | json 'd.roles.join()+" "+d.organizations.length')" "admin 2"
+expect "userinfo still has them" "$(json 'd.roles.join()+" "+d.organizations.length' <"$TMP/me2.json")" "admin 2"
 RT=$(json d.refresh_token <"$TMP/e1.json")
 token "$TMP/e2.json" grant_type=refresh_token "refresh_token=$RT" resource=https://api.example.com >/dev/null
 expect "logto rotation: same token before 70 %" "$(json d.refresh_token <"$TMP/e2.json")" "$RT"
 expect "access token TTL" "$(json d.expires_in <"$TMP/e2.json")" 5
 expect "DEVIDP_CLIENT_SECRET_POST=1: client_secret_post accepted" "$(curl -s -o "$TMP/t.json" -w '%{http_code}' -d "client_id=$APP" -d "client_secret=$SECRET" -d grant_type=refresh_token -d "refresh_token=$RT" "$ISSUER/token")" 200
-authorize "$TMP/jar-late" "$SIGNIN_QUERY" bob || die "bob, code left to expire"
-LATE_CB=$CB
-sleep 7.2
-expect "authorization code after its TTL (DEVIDP_AUTHORIZATION_CODE_TTL=3)" "$(exchange "$LATE_CB" "$TMP/t.json") $(json d.error <"$TMP/t.json")" "400 invalid_grant"
-token "$TMP/e3.json" grant_type=refresh_token "refresh_token=$RT" >/dev/null
+# 70 % of the 10 s lifetime is 7 s after the exchange, its end 10 s: refresh
+# at 7.6 s (timed from the clock, not after a fixed sleep, as the checks above
+# take seconds on a loaded machine).
+sleep_until $((E1_MS + 7600))
+E3_STATUS=$(token "$TMP/e3.json" grant_type=refresh_token "refresh_token=$RT")
+E3_LATE=$(( $(now_ms) - E1_MS ))
+[ "$E3_STATUS" = 200 ] || die "logto rotation: the refresh 7.6 s into the 10 s lifetime got $E3_STATUS ($E3_LATE ms after the exchange): $(cat "$TMP/e3.json")"
 RT2=$(json d.refresh_token <"$TMP/e3.json")
-[ -n "$RT2" ] && [ "$RT2" != "$RT" ] || die "logto rotation: rotated after 70 %"
+[[ $RT2 =~ ^[A-Za-z0-9_-]{43}$ ]] && [ "$RT2" != "$RT" ] || die "logto rotation: rotated after 70 % (got '$RT2')"
 ok "logto rotation: rotated after 70 %"
+expect "authorization code after its TTL (DEVIDP_AUTHORIZATION_CODE_TTL=3)" "$(exchange "$LATE_CB" "$TMP/t.json") $(json d.error <"$TMP/t.json")" "400 invalid_grant"
+expect "DEVIDP_ID_TOKEN_TTL=2: the refresh's ID token lives 2 s" "$(jwt_part 1 "$(json d.id_token <"$TMP/e3.json")" | json 'd.exp-d.iat')" 2
+curl -s -u "$APP:$SECRET" -d "token=$RT2" "$ISSUER/token/introspection" >"$TMP/i2.json"
+expect "DEVIDP_REFRESH_TOKEN_TTL=10: the rotated refresh token gets the full 10 s again" "$(json '[d.active, d.exp-d.iat].join(" ")' <"$TMP/i2.json")" "true 10"
+sleep_until $((E1_MS + 11000))
+expect "past the first refresh token's lifetime, the session in use still refreshes (same token: under 70 % of its own)" \
+	"$(token "$TMP/e5.json" grant_type=refresh_token "refresh_token=$RT2") $([ "$(json d.refresh_token <"$TMP/e5.json")" = "$RT2" ] && echo same)" "200 same"
 authorize "$TMP/jar3" "prompt=consent&scope=$(urlenc 'openid offline_access profile')" bob || die "bob without organization scope"
 exchange "$CB" "$TMP/e4.json" >/dev/null
 expect "organization token without urn:logto:scope:organizations" "$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$(json d.refresh_token <"$TMP/e4.json")" organization_id=$(curl -sf "$BASE/__dev/organizations" | json 'd.find(o=>o.slug==="acme").id')) $(json d.error <"$TMP/t.json")" \
@@ -430,6 +552,56 @@ stop_idp
 DEVIDP_PORT=0 DEVIDP_ID_TOKEN_EXTENDED_CLAIMS=roles,organization_data node server.js >"$TMP/bad.out" 2>&1 && die "unknown extended claim accepted"
 expect "unknown extended claim refused" "$(grep -c 'not an extended claim: organization_data' "$TMP/bad.out")" 1
 
+echo "== DEVIDP_STORE: kill -9 and a restart with the same store lose nothing"
+export STORE="$TMP/store/devidp.json"
+STORE_ENV=(DEVIDP_STORE="$STORE" DEVIDP_CLIENT_ID=$APP DEVIDP_CLIENT_SECRET=$SECRET DEVIDP_REDIRECT_URIS="$REDIRECT_URI" DEVIDP_ROTATE=always)
+start_idp idp-store "${STORE_ENV[@]}"
+ISSUER="$BASE/oidc"
+STORE_BASE=$BASE
+[ -s "$STORE" ] || die "DEVIDP_STORE: a snapshot is written at start"
+ok "DEVIDP_STORE: a snapshot is written at start"
+authorize "$TMP/jar-store" "$SIGNIN_QUERY" alice || die "store: sign-in"
+expect "store: code exchange" "$(exchange "$CB" "$TMP/s1.json")" 200
+S_IDT=$(json d.id_token <"$TMP/s1.json")
+S_AT=$(json d.access_token <"$TMP/s1.json")
+S_KID=$(jwt_part 0 "$S_IDT" | json d.kid)
+S_RT1=$(json d.refresh_token <"$TMP/s1.json")
+token "$TMP/s2.json" grant_type=refresh_token "refresh_token=$S_RT1" >/dev/null
+S_AGAIN=$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$S_RT1") # within the 3 s grace
+S_RT=$(json d.refresh_token <"$TMP/s2.json")
+[ -n "$S_RT" ] && [ "$S_RT" != "$S_RT1" ] || die "store: the refresh token rotated before the kill"
+expect "store: the rotated token redeemed again within the grace (a double redemption)" "$S_AGAIN" 200
+authorize "$TMP/jar-store-new" "prompt=consent&scope=$(urlenc 'openid offline_access profile')&first_screen=register" "storeuser$RANDOM" || die "store: register"
+exchange "$CB" "$TMP/s3.json" >/dev/null
+kill -9 "$IDP_PID"
+wait "$IDP_PID" 2>/dev/null || true
+printf '{"op":"set","m":"Session","id":"torn-by-the-ki' >>"$STORE.journal" # as if the kill tore a write
+start_idp idp-store2 "${STORE_ENV[@]}" DEVIDP_PORT="${STORE_BASE##*:}"
+ISSUER="$BASE/oidc"
+expect "store: restarted on the same port" "$BASE" "$STORE_BASE"
+expect "store: the reuse counters survive the restart (grants, within grace, refused, double redemptions)" \
+	"$(curl -sf "$BASE/__dev/refresh-reuse" | json '[d.refresh_token_grants, d.reused_within_grace, d.reused_refused, d.double_redemptions].join(" ")')" "2 1 0 1"
+grep -q 'journal entries replayed, 1 torn skipped' "$TMP/idp-store2.err" || die "store: the journal is replayed, a torn line skipped: $(cat "$TMP/idp-store2.err")"
+ok "store: the journal is replayed, a torn last line skipped"
+expect "store: the JWKS kid is the same after the restart" "$(curl -sf "$ISSUER/jwks" | json 'd.keys.map(k=>k.kid).join(" ")')" "$S_KID"
+verify_jwt "$S_IDT" "$ISSUER/jwks" || die "store: an ID token signed before the restart verifies after it"
+ok "store: an ID token signed before the restart verifies after it"
+expect "store: the refresh token rotated just before the kill refreshes" "$(token "$TMP/s4.json" grant_type=refresh_token "refresh_token=$S_RT")" 200
+expect "store: and the new ID token has the same kid" "$(jwt_part 0 "$(json d.id_token <"$TMP/s4.json")" | json d.kid)" "$S_KID"
+expect "store: an access token from before the restart works at userinfo" \
+	"$(curl -s -o "$TMP/s5.json" -w '%{http_code}' -H "Authorization: Bearer $S_AT" "$ISSUER/me") $(json d.username <"$TMP/s5.json")" "200 alice"
+authorize "$TMP/jar-store" "$SIGNIN_QUERY" || die "store: the IdP session (cookie and session) survives the restart"
+expect "store: the IdP session survives the restart (straight back, no page)" "$PAGES" 0
+expect "store: a user who registered before the restart refreshes after it" \
+	"$(token "$TMP/s6.json" grant_type=refresh_token "refresh_token=$(json d.refresh_token <"$TMP/s3.json")")" 200
+sleep 3 # past the grace of the redemption before the kill
+expect "store: the token rotated before the restart, presented after the grace: refused (its consumption was kept)" \
+	"$(token "$TMP/t.json" grant_type=refresh_token "refresh_token=$S_RT1") $(json d.error <"$TMP/t.json") $(curl -sf "$BASE/__dev/refresh-reuse" | json '[d.reused_within_grace, d.reused_refused].join(" ")')" \
+	"400 invalid_grant 1 1"
+expect "store: POST /__dev/store/snapshot folds the journal into the snapshot" \
+	"$(curl -sf -X POST "$BASE/__dev/store/snapshot" | json '[d.persistence.journal_bytes, d.persistence.file === process.env.STORE, d.signed_in_sessions > 0].join(" ")')" "0 true true"
+stop_idp
+
 echo "== P-256 and P-521 tenants (DEVIDP_ALG=ES256, ES512)"
 for pair in ES256/P-256 ES512/P-521; do
 	start_idp "idp-${pair%/*}" DEVIDP_ALG="${pair%/*}" DEVIDP_CLIENT_ID=$APP DEVIDP_CLIENT_SECRET=$SECRET DEVIDP_REDIRECT_URIS="$REDIRECT_URI"
@@ -444,6 +616,26 @@ for pair in ES256/P-256 ES512/P-521; do
 	ok "${pair%/*}: ID token signature verifies with the JWKS"
 	stop_idp
 done
+
+echo "== a taken port: the dev IdP stops at once and names DEVIDP_PORT (make demo relies on it)"
+start_idp idp-port
+TAKEN=${BASE##*:}
+set +e
+DEVIDP_PORT=$TAKEN timeout 20 node server.js >"$TMP/taken.out" 2>"$TMP/taken.err"
+rc=$?
+set -e
+expect "taken port: exit status 2, no listening line" "$rc $(grep -c '^devidp listening on ' "$TMP/taken.out")" "2 0"
+grep -q "cannot listen on 127.0.0.1:$TAKEN: .*EADDRINUSE.*set DEVIDP_PORT to another one" "$TMP/taken.err" || die "taken port: the error names DEVIDP_PORT: $(cat "$TMP/taken.err")"
+ok "taken port: the error names DEVIDP_PORT"
+if [ -f ../../.ci/lib.sh ]; then
+	(source ../../.ci/lib.sh && port_taken "$TAKEN") || die ".ci/lib.sh port_taken: the port is taken"
+	ok ".ci/lib.sh port_taken: sees the dev IdP's port taken"
+	rc=$(source ../../.ci/lib.sh
+		DEVIDP_PORT=$TAKEN node server.js >"$TMP/taken2.out" 2>/dev/null &
+		wait_devidp $! "$TMP/taken2.out" 20 && echo 0 || echo 1)
+	expect ".ci/lib.sh wait_devidp: fails for a dev IdP that cannot listen, though the port answers" "$rc" 1
+fi
+stop_idp
 
 echo "== 20 starts in a row"
 slowest=0

@@ -84,13 +84,14 @@ export class Flow {
     for (let hop = 0; hop < 15; hop += 1) {
       const res = await this.#get(jar, next);
       const location = res.headers.get('location');
-      await res.arrayBuffer();
+      const html = await res.text();
       if (location?.startsWith(this.redirectUri)) return { location, pages };
       if (location) {
         next = new URL(location, next).href;
         continue;
       }
-      const uid = next.match(/\/interaction\/([\w-]+)/)?.[1];
+      // The page is at Logto's /sign-in?app_id=…; its forms name the interaction.
+      const uid = html.match(/="\/interaction\/([\w-]+)\//)?.[1];
       if (res.status !== 200 || !uid || !user) throw new Error(`sign-in stuck at ${next} (HTTP ${res.status})`);
       pages += 1;
       const login = await this.#get(jar, `${this.base}/interaction/${uid}/login`, {
