@@ -229,9 +229,13 @@ func (s *soak) round(d time.Duration, inFlight bool) {
 
 // retained is the heap the client's per-session state holds: the live
 // heap with it, less the live heap once it is dropped. It drops that state
-// for good: call it last.
+// for good, and stops the logout list's polling of storage: call it last.
+// It waits for the goroutines that keep file storage locks fresh (each
+// lives 5 s past its lock) to end, or their buffers blur the measure.
 func (s *soak) retained() uint64 {
 	c := s.hx.h.client
+	c.revoked.stop()
+	time.Sleep(6 * time.Second)
 	with := liveHeap()
 	c.users, c.live, c.verified = newUserCache(maxCachedUsers), newLiveSessions(), newVerifiedTokens(maxVerifiedTokens)
 	without := liveHeap()
