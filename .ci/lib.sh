@@ -82,6 +82,31 @@ build_caddy() {
 	if [ $((SECONDS - start)) -ge 10 ]; then log "built in $((SECONDS - start)) s"; fi
 }
 
+# port_taken <port>: true when something on this machine already accepts
+# connections on localhost:<port> (127.0.0.1 or ::1, either of which a
+# browser may pick for "localhost").
+port_taken() {
+	local host
+	for host in 127.0.0.1 ::1; do
+		if timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$host" "$1" 2>/dev/null; then return 0; fi
+	done
+	return 1
+}
+
+# wait_devidp <pid> <stdout file> [seconds]: waits until the dev IdP started
+# as <pid>, its stdout going to <stdout file>, says it is listening. Fails as
+# soon as it exits (its port taken, say), or after [seconds] (30). Asking the
+# port instead would take another service's answer for the dev IdP's.
+wait_devidp() {
+	local pid=$1 out=$2 deadline=$((SECONDS + ${3:-30}))
+	while [ $SECONDS -lt $deadline ]; do
+		if grep -qs '^devidp listening on ' "$out"; then return 0; fi
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.2
+	done
+	return 1
+}
+
 # wait_http waits until a URL answers 200, up to $2 seconds.
 wait_http() {
 	local url=$1 deadline=$((SECONDS + ${2:-30}))

@@ -558,6 +558,7 @@ const stepUpWindow = 10 * time.Minute
 // a WWW-Authenticate header naming what is missing. A session that lacks
 // it right after such a sign-in gets 403: never a loop.
 func (h *Handler) stepUpFirst(w http.ResponseWriter, r *http.Request, cs *cookieSet, u *user, cookies []string, miss needs) error {
+	markStepUp(r)
 	fields := []zap.Field{
 		zap.String("user_id", u.sub),
 		zap.Strings("missing_scopes", miss.scopes),

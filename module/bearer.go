@@ -172,10 +172,17 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, st *request
 			return true, nil
 		}
 		h.logger.Debug("bearer request rejected", zap.String("reason", cred.reason))
+		h.client.metrics.bearerToken(bearerInvalidRequest)
 		return false, bearerFail(w, http.StatusBadRequest, "invalid_request", cred.reason, "")
 	}
 
 	tok, err := h.client.verifyBearer(r.Context(), cred.token, h.acceptsAudience)
+	if err == nil && tok.orgScoped() && h.Organization == "" {
+		// Its scope is what the caller's roles in one organization grant,
+		// not their permissions on the API: only a block that names the
+		// route's organization can judge it (authorizeBearer).
+		err = errTokenOrgScoped
+	}
 	if err != nil {
 		if !protected {
 			return true, nil
@@ -185,10 +192,12 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, st *request
 			return false, caddyhttp.Error(http.StatusBadGateway, err)
 		}
 		h.logger.Debug("access token rejected", errField(err))
+		h.client.metrics.bearerToken(bearerInvalidToken)
 		return false, bearerFail(w, http.StatusUnauthorized, "invalid_token", rejectionText(err), "")
 	}
 	if protected {
 		if err := h.authorizeBearer(w, repl, tok); err != nil {
+			h.client.metrics.bearerRefused(err)
 			return false, err
 		}
 	}
@@ -198,6 +207,7 @@ func (h *Handler) gateBearer(w http.ResponseWriter, r *http.Request, st *request
 		dropIdentity(r, repl, st)
 	}
 	st.bearer, st.user, st.client = tok, nil, nil
+	h.client.metrics.bearerToken(bearerAccepted)
 	// The accepted token goes on as the client sent it, should another
 	// block of the application have stripped or set that header (this
 	// block's own header option may still set it).
@@ -320,6 +330,13 @@ func (t *bearerToken) orgs() []string {
 	return []string{t.org}
 }
 
+// orgScoped reports whether the token is for an API but scoped to an
+// organization (Logto's resource plus organization_id grant), as opposed
+// to a global API token or an organization token.
+func (t *bearerToken) orgScoped() bool {
+	return t.org != "" && !strings.HasPrefix(t.aud, organizationAudience)
+}
+
 func (t *bearerToken) placeholder(key string) (any, bool) {
 	name, ok := strings.CutPrefix(key, "http.auth.user.")
 	if !ok {
@@ -365,6 +382,7 @@ var (
 	errTokenExpired   = tokenRejected("is expired")
 	errTokenEarly     = tokenRejected("is not valid yet")
 	errTokenSignature = tokenRejected("signature does not verify")
+	errTokenOrgScoped = tokenRejected("is scoped to an organization, and this route names none")
 )
 
 // sigChecks counts signature checks of access tokens, for the test that

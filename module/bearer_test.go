@@ -2,6 +2,7 @@ package logto
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -255,6 +256,55 @@ func TestBearerOrganization(t *testing.T) {
 	mustBearerFail(t, hx2.serve("GET", "/api", nil, bearer(hx2.idp.accessToken(func(_, c map[string]any) { c["aud"] = organizationAudience + "org1" }))), 401, "invalid_token")
 }
 
+// TestOrganizationScopedTokenRefusedWithoutOrganization stops a member of
+// an organization from spending their organization roles as global
+// permissions. Logto issues a token for an API scoped to an organization
+// (a refresh or client credentials grant with resource and
+// organization_id): its aud is the API, its organization_id names the
+// organization, and its scope holds what the caller's roles in that
+// organization grant. A block without `organization` judged that scope as
+// global, so whoever is admin of some organization (their own, say)
+// passed `require scope write:data` on the whole API. Such a token is
+// refused as not for this route (401 invalid_token, saying why) unless the
+// block names the route's organization; organization tokens (aud
+// urn:logto:organization:<id>), which only "bearer organization" accepts,
+// are another matter.
+func TestOrganizationScopedTokenRefusedWithoutOrganization(t *testing.T) {
+	write := []Rule{{Kind: "scope", Values: []string{"write:data"}}}
+	for name, configure := range map[string]func(h *Handler){
+		"bearer API":              func(h *Handler) { h.Require = write },
+		"bearer API organization": func(h *Handler) { h.Bearer, h.Require = []string{bearerAPI, organizationIndicator}, write },
+		"bearer_only":             func(h *Handler) { h.BearerOnly, h.Require = true, write },
+		"pass":                    func(h *Handler) { h.Pass = true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			hx := bearerHarness(t, configure)
+			idp := hx.idp
+			for who, tok := range map[string]string{
+				"user": idp.accessToken(func(_, c map[string]any) { c["organization_id"], c["scope"] = "org1", "read:data write:data" }),
+				"M2M": idp.accessToken(func(_, c map[string]any) {
+					c["sub"], c["client_id"] = testM2MID, testM2MID
+					c["organization_id"], c["scope"] = "org1", "read:data write:data"
+				}),
+			} {
+				res := hx.serve("GET", "/api", nil, bearer(tok), fetchAPI())
+				mustBearerFail(t, res, 401, "invalid_token")
+				if www := res.rec.Header().Get("WWW-Authenticate"); !strings.Contains(www, `error_description="the access token is scoped to an organization`) {
+					t.Errorf("%s: WWW-Authenticate = %q, want an error_description saying why", who, www)
+				}
+			}
+			// A global token with the permission still opens the API.
+			mustPass(t, hx.serve("GET", "/api", nil, bearer(idp.accessToken(func(_, c map[string]any) { c["scope"] = "write:data" }))), "user-1")
+		})
+	}
+
+	// Naming the route's organization is how such tokens are taken: for
+	// that organization only.
+	hx := bearerHarness(t, func(h *Handler) { h.Organization, h.Require = "org1", write })
+	mustPass(t, hx.serve("GET", "/api", nil, bearer(hx.idp.accessToken(func(_, c map[string]any) { c["organization_id"], c["scope"] = "org1", "write:data" }))), "user-1")
+	mustBearerFail(t, hx.serve("GET", "/api", nil, bearer(hx.idp.accessToken(func(_, c map[string]any) { c["organization_id"], c["scope"] = "org2", "write:data" }))), 401, "invalid_token")
+}
+
 func TestBearerOnlyWithoutAppCredentials(t *testing.T) {
 	hx := bearerHarness(t, func(h *Handler) {
 		h.AppID, h.AppSecret, h.BearerOnly = "", "", true
@@ -411,6 +461,46 @@ func TestBearerForgedFloodIsCheap(t *testing.T) {
 	}
 	if got := hx.h.client.bearer.len(); got != 1 {
 		t.Errorf("cache holds %d tokens, want only the genuine one", got)
+	}
+}
+
+// TestBearerFloodKeepsValidTokensCached: the verified-token cache is full
+// of genuine tokens (its bound), then comes a flood of distinct forged
+// ones, under the tenant's kid and under unknown ones. Forged tokens never
+// enter the cache, so it neither grows nor drops a genuine token to make
+// room: every genuine one is still a cache hit afterwards (no signature
+// check), and the flood cannot make API clients pay a signature check each.
+func TestBearerFloodKeepsValidTokensCached(t *testing.T) {
+	hx := bearerHarness(t, nil)
+	idp := hx.idp
+	const valid = 300
+	hx.h.client.bearer = newBearerCache(valid)
+	toks := make([]string, valid)
+	for i := range toks {
+		sub := fmt.Sprintf("client-%d", i)
+		toks[i] = idp.accessToken(func(_, c map[string]any) { c["sub"] = sub })
+		mustPass(t, hx.serve("GET", "/api", nil, bearer(toks[i])), sub)
+	}
+	attacker := newFakeIdP(t)
+	for i := range 2 * valid {
+		kid := idp.kid()
+		if i%2 == 1 {
+			kid = randomString(6)
+		}
+		forged := signJWT(map[string]any{"alg": "ES384", "typ": "at+jwt", "kid": kid},
+			map[string]any{"iss": idp.issuer, "aud": bearerAPI, "sub": randomString(8), "client_id": "x", "exp": idp.now().Unix() + 60},
+			es384Signer(attacker.signingKey()))
+		mustBearerFail(t, hx.serve("GET", "/api", nil, bearer(forged)), 401, "invalid_token")
+	}
+	if n := hx.h.client.bearer.len(); n != valid {
+		t.Errorf("cache holds %d tokens after the flood, want the %d genuine ones", n, valid)
+	}
+	before := sigChecks.Load()
+	for i, tok := range toks {
+		mustPass(t, hx.serve("GET", "/api", nil, bearer(tok)), fmt.Sprintf("client-%d", i))
+	}
+	if n := sigChecks.Load() - before; n != 0 {
+		t.Errorf("%d of %d genuine tokens were verified again after the flood, want all cache hits", n, valid)
 	}
 }
 

@@ -229,9 +229,13 @@ func (s *soak) round(d time.Duration, inFlight bool) {
 
 // retained is the heap the client's per-session state holds: the live
 // heap with it, less the live heap once it is dropped. It drops that state
-// for good: call it last.
+// for good, and stops the logout list's polling of storage: call it last.
+// It waits for the goroutines that keep file storage locks fresh (each
+// lives 5 s past its lock) to end, or their buffers blur the measure.
 func (s *soak) retained() uint64 {
 	c := s.hx.h.client
+	c.revoked.stop()
+	time.Sleep(6 * time.Second)
 	with := liveHeap()
 	c.users, c.live, c.verified = newUserCache(maxCachedUsers), newLiveSessions(), newVerifiedTokens(maxVerifiedTokens)
 	without := liveHeap()
@@ -264,6 +268,10 @@ func BenchmarkSessionMemory(b *testing.B) {
 				for range c.refreshes {
 					s.round(20*time.Second, true)
 				}
+				// The values the last refreshes replaced go after
+				// supersededGrace.
+				s.hx.clock.Advance(supersededGrace)
+				s.hx.h.client.sweep()
 				b.ReportMetric(float64(s.hx.h.client.users.len()), "cached")
 				b.ReportMetric(float64(s.retained())/float64(c.users), "B/user")
 			}
@@ -457,4 +465,136 @@ func BenchmarkLogoutList(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkRefreshCoordination is what Caddy's storage adds to each
+// refresh so that instances sharing it redeem a refresh token once: the
+// lock (take and release), and the handoff (look for another instance's,
+// write this one's). On the file system storage of the tests; with
+// Redis, see BenchmarkRefreshCoordination in examples/e2e/redisstorage.
+func BenchmarkRefreshCoordination(b *testing.B) {
+	hx := newHarness(b, nil, nil)
+	c := hx.h.client
+	if c.revoked.storageBackend() == nil {
+		b.Fatal("no storage")
+	}
+	hx.startSignIn(newBrowser(), "/")
+	v := mintSessions(b, hx, 1, 1, hx.clock.Now().Add(time.Hour))[0]
+	u := hx.h.openSession(context.Background(), v)
+	ctx := context.Background()
+	b.Run("lock", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			unlock, err := c.lockRedeem(ctx, u)
+			if err != nil {
+				b.Fatal(err)
+			}
+			unlock()
+		}
+	})
+	b.Run("lock+handoff", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			unlock, err := c.lockRedeem(ctx, u)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.adoptRotated(ctx, u); err != nil {
+				b.Fatal(err)
+			}
+			c.publishRotated(ctx, randomString(32), u)
+			unlock()
+		}
+	})
+}
+
+// BenchmarkBearerFlood is an instance whose verified-token cache is full
+// of 20 000 distinct genuine access tokens (its bound), under a flood of
+// distinct forged ones: forged/op is what each costs (a signature check:
+// they name the tenant's kid), valid/op a genuine one afterwards. The
+// genuine tokens are put in the cache as a verification leaves them
+// (signing and checking 20 000 takes minutes here), so one that dropped
+// out would fail its request: valid-miss counts them, and grown is the
+// live heap the flood left behind. Both must stay 0. B/token is the heap
+// a cached token holds.
+func BenchmarkBearerFlood(b *testing.B) {
+	hx := newHarness(b, nil, func(h *Handler) {
+		h.Bearer = []string{bearerAPI}
+		h.BearerOnly = true
+	})
+	c, idp := hx.h.client, hx.idp
+	m2m := idp.m2mToken("read:data") // discovery and keys
+	bearerBench := func(tok string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, testSite+"/api/v1/items", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		return caddyhttp.PrepareRequest(r, caddy.NewReplacer(), httptest.NewRecorder(), nil)
+	}
+	serve := func(r *http.Request) error {
+		return hx.h.ServeHTTP(discardWriter{h: http.Header{}}, r.WithContext(r.Context()), nopNext)
+	}
+	if err := serve(bearerBench(m2m)); err != nil {
+		b.Fatal(err)
+	}
+	const valid = maxCachedBearer
+	now := idp.now().Unix()
+	raws := make([]string, valid-1)
+	start := liveHeap()
+	for i := range raws {
+		raw := signJWT(map[string]any{"alg": "ES384", "typ": "at+jwt", "kid": idp.kid()}, map[string]any{
+			"jti": randomString(12), "sub": fmt.Sprintf("client-%d", i), "iat": now, "exp": now + 3600,
+			"scope": "read:data", "client_id": "spa-app", "iss": idp.issuer, "aud": bearerAPI,
+		}, func([]byte) []byte { return []byte(randomString(72)) })
+		j, err := parseJWS(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t, err := newBearerToken(j.claims)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t.raw = raw
+		c.bearer.put(c.bearer.key(raw), t, now)
+		raws[i] = raw
+	}
+	if n := c.bearer.len(); n != valid {
+		b.Fatalf("cache holds %d tokens, want %d", n, valid)
+	}
+	perToken := float64(liveHeap()-min(start, liveHeap())) / valid
+	genuine := make([]*http.Request, len(raws))
+	for i, raw := range raws {
+		genuine[i] = bearerBench(raw)
+	}
+	b.Run("forged", func(b *testing.B) {
+		forged := make([]*http.Request, b.N)
+		for i := range forged {
+			forged[i] = bearerBench(signJWT(map[string]any{"alg": "ES384", "typ": "at+jwt", "kid": idp.kid()}, map[string]any{
+				"sub": randomString(8), "client_id": "x", "iss": idp.issuer, "aud": bearerAPI, "exp": now + 60,
+			}, func([]byte) []byte { return []byte(randomString(72)) })) // 96 bytes: checked, and fails
+		}
+		before := liveHeap()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for _, r := range forged {
+			if serve(r) == nil {
+				b.Fatal("a forged token passed")
+			}
+		}
+		b.StopTimer()
+		forged = nil
+		b.ReportMetric(float64(max(liveHeap(), before)-before), "grown")
+		b.ReportMetric(float64(c.bearer.len()), "cached")
+		b.ReportMetric(perToken, "B/token")
+	})
+	b.Run("valid", func(b *testing.B) {
+		misses := 0
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if serve(genuine[i%len(genuine)]) != nil {
+				misses++
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(misses), "valid-miss")
+	})
 }

@@ -50,6 +50,7 @@ func init() {
 //		require        role|scope|organization|organization_role <value>...
 //		require        claim <name> <value>...
 //		revocation_poll <duration>
+//		outage_grace   <duration>
 //		bearer         <resource indicator|organization>...
 //		bearer_only
 //	}
@@ -233,6 +234,12 @@ func (l *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = duration(&l.SignInTimeout)
 		case "revocation_poll":
 			err = duration(&l.RevocationPoll)
+		case "outage_grace":
+			// A pointer: 0 (no grace) is not the default.
+			var grace caddy.Duration
+			if err = duration(&grace); err == nil {
+				l.OutageGrace = &grace
+			}
 		case "header":
 			if err = need(2); err == nil {
 				if l.Headers == nil {

@@ -148,6 +148,9 @@ func (h *Handler) serveUser(w http.ResponseWriter, r *http.Request, cs *cookieSe
 		w.Header().Set("WWW-Authenticate", `Logto realm="logto"`)
 		return caddyhttp.Error(http.StatusUnauthorized, errors.New("logto: not signed in"))
 	}
+	if h.pastOutageGrace(u) {
+		return h.outage(w, u.sub)
+	}
 	claims := userClaims(u.claims)
 	if h.needsUserinfo() {
 		info, nu, err := h.client.userinfo(r.Context(), u)
@@ -219,6 +222,13 @@ func (h *Handler) signOut(w http.ResponseWriter, r *http.Request, cs *cookieSet)
 // ended like any other.
 func (h *Handler) signOutSession(r *http.Request, u *user) {
 	c := h.client
+	// The logout list and the session's own end first: a signed-out cookie
+	// sent here again and again must cost no storage read (the rotation
+	// hand-off below) and no wait on the session's lock.
+	if c.sessionEnded(u, c.now().Unix()) {
+		c.live.forget(u.s.ID)
+		return
+	}
 	ls := c.live.get(u.s.ID, c.now().Unix())
 	// Under the session's lock, so a refresh in flight here finishes (and
 	// its rotation is seen) before the token is chosen.

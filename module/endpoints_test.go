@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 )
 
 // TestSignOut: sign-out clears every module cookie, revokes the refresh
@@ -279,6 +281,63 @@ func TestSignOutReplayCostsNothing(t *testing.T) {
 	}
 	if k, s := len(logoutListKeys(t, hx)), logoutListLen(hx); k != keys || s != size {
 		t.Errorf("100 replayed sign-outs grew the logout list to %d storage entries and %d in memory (from %d and %d)", k, s, keys, size)
+	}
+}
+
+// countingStorage is Caddy's storage counting the reads a request makes:
+// every Exists, and every Load outside the logout list (the list's poller,
+// which runs on its own schedule, loads only there, and lists and stats).
+type countingStorage struct {
+	certmagic.Storage
+	reads atomic.Int64
+}
+
+func (s *countingStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	if !strings.Contains(key, "/revoked/") {
+		s.reads.Add(1)
+	}
+	return s.Storage.Load(ctx, key)
+}
+
+func (s *countingStorage) Exists(ctx context.Context, key string) bool {
+	s.reads.Add(1)
+	return s.Storage.Exists(ctx, key)
+}
+
+// TestSignOutReplayReadsNoStorage stops one signed-out cookie from being
+// turned into storage traffic: sent to /logto/sign-out 100 times, it made
+// 100 storage reads (the rotation hand-off was looked up, under the
+// session's lock, before the session was found to have ended), which on a
+// shared Redis or Consul is load anyone holding an old cookie can add. The
+// logout list and the session's end are checked first; a session that has
+// ended costs no read and no lock.
+func TestSignOutReplayReadsNoStorage(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	rv := hx.h.client.revoked
+	st := &countingStorage{Storage: rv.storageBackend()}
+	old := rv.store.Load()
+	rv.store.Store(&revStore{storage: st, base: old.base, prefix: old.prefix})
+	b := hx.signedIn()
+	copied := b.clone()
+	id := hx.h.readSession(mustRequest(b), &hx.h.cookie.secure).s.ID
+	hx.serve(http.MethodGet, "/logto/sign-out", b)
+	before := st.reads.Load()
+	for range 100 {
+		res := hx.serve(http.MethodGet, "/logto/sign-out", copied.clone())
+		if res.err != nil || res.rec.Code != http.StatusFound {
+			t.Fatalf("replayed sign-out: err=%v code=%d", res.err, res.rec.Code)
+		}
+		mustClearSession(t, res)
+	}
+	if n := st.reads.Load() - before; n != 0 {
+		t.Errorf("100 replayed sign-outs made %d storage reads, want 0", n)
+	}
+	live := hx.h.client.live
+	live.mu.RLock()
+	_, kept := live.m[id]
+	live.mu.RUnlock()
+	if kept {
+		t.Error("replayed sign-outs left the ended session's live state (and lock) behind")
 	}
 }
 

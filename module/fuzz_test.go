@@ -327,3 +327,59 @@ func FuzzAccessTokenParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzIdentityHeaderName checks the comparison that decides which request
+// headers are a client's copy of an identity header: for header names
+// (tokens, the only names Go's HTTP/1, HTTP/2 and HTTP/3 servers hand on)
+// it must agree with the variable a PHP backend reads, Caddy's php_fastcgi
+// making HTTP_<NAME> of strings.ToUpper with "-" turned to "_", and PHP
+// turning "." to "_" as well; and stripIdentity must remove a header
+// exactly when it names an identity header in that sense, and leave others
+// alone.
+func FuzzIdentityHeaderName(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"X_User_Id", "X-User-Id"}, {"x_user_id", "X-User-Id"}, {"Logto_id_token", "X-User-Id"},
+		{"X-User-Ids", "X-User-Id"}, {"X-User-I", "X-User-Id"}, {"X-User-Iſ", "X-User-Is"},
+		{"X.User.Id", "X-User-Id"}, {"", ""}, {"Accept", "accept"},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	cgi := func(name string) string {
+		return strings.NewReplacer("-", "_", ".", "_").Replace(strings.ToUpper(name))
+	}
+	f.Fuzz(func(t *testing.T, sent, configured string) {
+		same := sameCGIName(sent, configured)
+		if same != sameCGIName(configured, sent) {
+			t.Fatalf("sameCGIName(%q, %q) is not symmetric", sent, configured)
+		}
+		if !isHeaderToken(sent) || !isHeaderToken(configured) {
+			return
+		}
+		if want := cgi(sent) == cgi(configured); same != want {
+			t.Fatalf("sameCGIName(%q, %q) = %v, but PHP sees HTTP_%s and HTTP_%s", sent, configured, same, cgi(sent), cgi(configured))
+		}
+		h := &Handler{client: &client{}}
+		names := []string{http.CanonicalHeaderKey(configured), idTokenHeader}
+		h.client.blocks.headers.Store(&names)
+		r := &http.Request{Header: http.Header{sent: {"forged"}}}
+		h.stripIdentity(r, nil)
+		_, kept := r.Header[sent]
+		if identity := same || cgi(sent) == cgi(idTokenHeader); kept == identity {
+			t.Fatalf("header %q with identity headers %q: kept = %v", sent, names, kept)
+		}
+	})
+}
+
+// isHeaderToken reports whether s is a header field name (RFC 9110 token).
+func isHeaderToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,13 +26,25 @@ import (
 // (a file server, a proxy) runs, and a deeper stack than the goroutine has
 // costs a stack copy, again after every GC cycle that shrinks the stack.
 func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if ok, err := h.admit(w, r); !ok {
+	st, first := requestStateOf(r)
+	if ok, err := h.admit(w, r, st, first); !ok {
 		// Whatever the answer (a redirect, a 401 or 403, an error for
 		// handle_errors), the session cookie may have been set on the way.
 		markPrivate(w.Header())
+		st.decision = refusal(st.decision, err)
+		if first {
+			h.client.metrics.count(st.decision)
+		}
 		return err
 	}
-	return next.ServeHTTP(privateIfCookie(w), r)
+	st.decision = admission(st)
+	err := next.ServeHTTP(privateIfCookie(w), r)
+	if first {
+		// Counted once, when the request is done, for the decision of the
+		// last logto handler it passed (a site-wide block, then /admin's).
+		h.client.metrics.count(st.decision)
+	}
+	return err
 }
 
 // admit does the gate's work: it reports whether the request goes on to
@@ -39,8 +52,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 // answered the request itself).
 //
 //go:noinline
-func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
-	st, first := requestStateOf(r)
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request, st *requestState, first bool) (bool, error) {
 	if !first {
 		// An earlier logto handler removed the module's cookies; this one
 		// sees what the client sent.
@@ -90,6 +102,17 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (bool, error) {
 		// protects, the user is not signed in.
 		u, st.user = nil, nil
 		dropIdentity(r, repl, st)
+	}
+	if u != nil && h.pastOutageGrace(u) {
+		// Logto has not confirmed the user for longer than this block
+		// allows: until it does, the session names no one here. The
+		// cookie stays, for the refresh that succeeds once Logto is back.
+		sub := u.sub
+		u, st.user = nil, nil
+		dropIdentity(r, repl, st)
+		if protected && !h.Pass {
+			return false, h.outage(w, sub)
+		}
 	}
 	if u == nil {
 		if h.Pass || !protected {
@@ -429,6 +452,8 @@ type requestState struct {
 	// later one from rewriting a slice the request's header may still hold.
 	line      [1]string
 	lineTaken bool
+
+	decision decision // of the last logto handler, counted by the first
 }
 
 // lineBuf hands out st.line once per request, and nil after.
@@ -538,6 +563,36 @@ func (h *Handler) userFor(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 	}
 	return u
 }
+
+// pastOutageGrace reports whether the session's ID token expired more than
+// this block's outage_grace ago and has still not been renewed: Logto is
+// unreachable or failing (or, in a cluster, storage cannot say whether
+// another instance rotated the refresh token), and current has only
+// scheduled another try. A session without a refresh token ends with its
+// ID token instead (sessionEnded).
+func (h *Handler) pastOutageGrace(u *user) bool {
+	if u.s.Refresh == "" || u.idExp == 0 {
+		return false
+	}
+	return h.client.now().Unix() > u.idExp+h.outageGrace
+}
+
+// outage answers a protected request whose session is past outage_grace:
+// 503, with when the refresh will be tried again. Navigations too: a
+// redirect to sign in would only lead to a Logto that does not answer, and
+// the user is signed in.
+//
+//go:noinline
+func (h *Handler) outage(w http.ResponseWriter, sub string) error {
+	w.Header().Set("Retry-After", strconv.Itoa(int(refreshRetry/time.Second)))
+	w.Header().Set("Cache-Control", "no-store")
+	h.logger.Info("request refused: Logto has not renewed the session for longer than outage_grace; the session is kept",
+		zap.String("user_id", sub))
+	return caddyhttp.Error(http.StatusServiceUnavailable, errOutage)
+}
+
+// errOutage is why a session past outage_grace is not served.
+var errOutage = fmt.Errorf("%w: the session cannot be renewed and its outage_grace is over", errUnavailable)
 
 // withinLimits applies this block's session_lifetime and idle_timeout to
 // the user.
@@ -653,18 +708,64 @@ func (a *appBlocks) recompute() {
 
 // stripIdentity removes the client's copy of every identity header of the
 // application, keeping those an earlier logto handler of this request set
-// (st may be nil: none did).
+// (st may be nil: none did). A copy is any header whose name equals one of
+// them but for case and "_" or "." for "-": CGI and FastCGI (php_fastcgi)
+// turn X-User-Id and X_User_Id alike into HTTP_X_USER_ID, and PHP folds
+// X.User.Id onto it too, so removing the exact name only would let a
+// lookalike through as the identity wherever Caddy lets it in
+// (expected_underscore_headers, expected_dot_headers). One pass over the
+// request's header, with no allocation: it runs on every request.
 func (h *Handler) stripIdentity(r *http.Request, st *requestState) {
-	names := h.client.blocks.headers.Load()
-	if names == nil {
-		r.Header.Del(idTokenHeader)
-		return
+	names := idTokenOnly
+	if p := h.client.blocks.headers.Load(); p != nil {
+		names = *p
 	}
-	for _, name := range *names {
-		if st == nil || !st.headers.has(name) {
-			r.Header.Del(name)
+	for name := range r.Header {
+		if isIdentityHeader(name, names) && (st == nil || !st.headers.has(name)) {
+			delete(r.Header, name)
 		}
 	}
+}
+
+// idTokenOnly is the identity header of an application whose blocks are
+// not known yet.
+var idTokenOnly = []string{idTokenHeader}
+
+// isIdentityHeader reports whether a request header named name is, to a
+// CGI backend, one of the identity headers names.
+func isIdentityHeader(name string, names []string) bool {
+	for _, n := range names {
+		if sameCGIName(name, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameCGIName reports whether two header names reach a CGI or FastCGI
+// backend (PHP's $_SERVER included) as the same variable: ASCII case
+// aside, "-", "_" and "." alike. Header names are tokens, ASCII only: Go's
+// HTTP/1, HTTP/2 and HTTP/3 servers refuse any other.
+func sameCGIName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		if x, y := a[i], b[i]; x != y && cgiFold(x) != cgiFold(y) {
+			return false
+		}
+	}
+	return true
+}
+
+func cgiFold(c byte) byte {
+	switch {
+	case c == '_' || c == '.':
+		return '-'
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // headerField is a request header set for the handlers that follow.

@@ -424,3 +424,94 @@ func TestIdentityHeadersStrippedForOtherBlocks(t *testing.T) {
 		mustHaveNoForgedIdentity(t, target, r)
 	}
 }
+
+// lookalikeIdentity are identity headers a client sends under names that
+// differ from the configured ones only in case and in "_" or "." for "-",
+// as Go's server hands them on (X_User_Id arrives as X_user_id) and as
+// written.
+func lookalikeIdentity() reqOpt {
+	return func(r *http.Request) {
+		for _, name := range []string{
+			"X_User_Id", "X_user_id", "x_user_id", "X-USER-ID", "x-user-id", "X-User_Id", "X.user.id",
+			"Logto_ID_Token", "Logto_id_token", "LOGTO-ID-TOKEN", "logto-id_token", "Logto.id.token",
+		} {
+			r.Header[name] = []string{"forged"}
+		}
+	}
+}
+
+// mustHaveNoLookalike checks that the only identity header next sees is
+// the one the module set, under its configured name, with want as its
+// value ("" for none).
+func mustHaveNoLookalike(t *testing.T, what string, h http.Header, want string) {
+	t.Helper()
+	for name, v := range h {
+		norm := cgiLower(name)
+		if norm != "x-user-id" && norm != "logto-id-token" {
+			continue
+		}
+		if name != "X-User-Id" || want == "" || len(v) != 1 || v[0] != want {
+			t.Errorf("%s: %q: %q reached the next handler", what, name, v)
+		}
+	}
+	if want != "" && h.Get("X-User-Id") != want {
+		t.Errorf("%s: X-User-Id = %q, want %q", what, h.Get("X-User-Id"), want)
+	}
+}
+
+// cgiLower is a header name in lower case with "_" and "." as "-".
+func cgiLower(name string) string {
+	return strings.NewReplacer("_", "-", ".", "-").Replace(strings.ToLower(name))
+}
+
+// TestIdentityHeaderLookalikesStripped stops a client from naming itself
+// to a CGI or FastCGI backend under a lookalike header name: php_fastcgi
+// (like any CGI gateway) turns X-User-Id and X_User_Id alike into
+// HTTP_X_USER_ID, and Logto-ID-Token and Logto_ID_Token into
+// HTTP_LOGTO_ID_TOKEN (PHP folds X.User.Id onto it as well), so a client's
+// `X_User_Id: admin` or `Logto_ID_Token: forged`, which only the exact
+// names were removed under, reached PHP as the identity wherever Caddy
+// lets such names in (expected_underscore_headers, expected_dot_headers).
+// Every header whose name equals a configured identity header or
+// Logto-ID-Token, case aside and with "-", "_" and "." alike, is removed:
+// in pass mode, for anonymous and signed-in requests, for bearer requests,
+// and on the error paths of the flow endpoints.
+func TestIdentityHeaderLookalikesStripped(t *testing.T) {
+	hx := newHarness(t, nil, func(h *Handler) {
+		h.Pass = true
+		h.Bearer = []string{bearerAPI}
+		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}"}
+	})
+	res := hx.serve(http.MethodGet, "/", nil, lookalikeIdentity(), fetchAPI())
+	if !res.next {
+		t.Fatalf("pass mode: err=%v", res.err)
+	}
+	mustHaveNoLookalike(t, "anonymous, pass mode", res.nextReq.Header, "")
+
+	b := newBrowser()
+	hx.signIn(b, "/logto/sign-in", "user-1")
+	res = hx.serve(http.MethodGet, "/", b, lookalikeIdentity(), fetchAPI())
+	mustPass(t, res, "user-1")
+	mustHaveNoLookalike(t, "signed in", res.nextReq.Header, "user-1")
+
+	res = hx.serve(http.MethodGet, "/", nil, lookalikeIdentity(), bearer(hx.idp.m2mToken("read:data")))
+	mustPass(t, res, testM2MID)
+	mustHaveNoLookalike(t, "bearer", res.nextReq.Header, testM2MID)
+
+	strict := newHarness(t, nil, func(h *Handler) { h.Headers = map[string]string{"x_user_id": "{http.auth.user.id}"} })
+	r, _, w := newRequest(http.MethodGet, "/logto/user", nil, lookalikeIdentity())
+	if res, _ := strict.serveCatching(r, nil, w, nil); res.err == nil {
+		t.Fatal("/logto/user without a session: want 401")
+	}
+	mustHaveNoLookalike(t, "flow endpoint error, header configured as x_user_id", r.Header, "")
+	res = strict.serve(http.MethodGet, "/", strict.signedIn(), lookalikeIdentity(), fetchAPI())
+	mustPass(t, res, "user-1")
+	if v := res.nextReq.Header.Values("X_user_id"); len(v) != 1 || v[0] != "user-1" {
+		t.Errorf("the configured X_user_id = %q, want the user's id alone", v)
+	}
+	for name, v := range res.nextReq.Header {
+		if norm := cgiLower(name); (norm == "x-user-id" && name != "X_user_id") || norm == "logto-id-token" {
+			t.Errorf("header configured as x_user_id: %q: %q reached the next handler", name, v)
+		}
+	}
+}

@@ -140,7 +140,9 @@ type Handler struct {
 	// Request headers set for the handlers that follow, e.g.
 	// {"Logto-ID-Token": "{http.auth.logto.id_token}"}. Values may contain
 	// placeholders. Whatever the client sent in these fields is removed
-	// first, also for anonymous requests.
+	// first, also for anonymous requests, under any name a CGI or FastCGI
+	// backend reads as the same (case aside, "_" or "." for "-": X_User_Id
+	// for X-User-Id), and so is a client's Logto-ID-Token.
 	Headers map[string]string `json:"headers,omitempty"`
 
 	// Obtain an access token for this API resource (one of resources,
@@ -165,9 +167,12 @@ type Handler struct {
 	// token alone: a JWT of type at+jwt signed by the tenant's keys, issuer
 	// <endpoint>/oidc, audience one of these, not expired. The value
 	// "organization" accepts organization tokens (audience
-	// urn:logto:organization:<id>). Failures follow RFC 6750 (401
-	// invalid_token, 403 insufficient_scope), never a redirect or a cookie.
-	// Default: none (bearer tokens are not looked at).
+	// urn:logto:organization:<id>). A token for an API scoped to an
+	// organization (an organization_id claim; its scope is what the
+	// caller's roles in that organization grant) is accepted only when
+	// organization is set, for that organization. Failures follow RFC
+	// 6750 (401 invalid_token, 403 insufficient_scope), never a redirect
+	// or a cookie. Default: none (bearer tokens are not looked at).
 	Bearer []string `json:"bearer,omitempty"`
 
 	// Accept only bearer tokens: no cookie sessions, no sign-in flow
@@ -175,6 +180,17 @@ type Handler struct {
 	// needed. Requests without a token get 401 with
 	// "WWW-Authenticate: Bearer". Needs bearer. Default: false.
 	BearerOnly bool `json:"bearer_only,omitempty"`
+
+	// How long after its ID token expired a session is still served when
+	// Logto cannot renew it (unreachable, failing, or in a cluster the
+	// shared storage unreadable): meanwhile requests go on with what the
+	// session holds. Past it, a request this block protects gets 503 with
+	// Retry-After and a pass block lets it through as anonymous, until
+	// Logto answers again; the cookie is kept either way, so the session
+	// carries on without a new sign-in. The trade-off: a user revoked in
+	// Logto keeps access for up to this long past their ID token while
+	// Logto is down. 0 serves nothing past the ID token. Default: 5m.
+	OutageGrace *caddy.Duration `json:"outage_grace,omitempty"`
 
 	// How often the back-channel logout list in Caddy's storage is re-read,
 	// so a logout received by another instance takes effect here.
@@ -190,7 +206,13 @@ type Handler struct {
 	needs    *needs       // what this block's sign-in must ask for
 	app      *application // the needs of every block of the application
 	stepUp   bool         // a session lacking needs is sent to sign in again
+	cleanup  []func()     // what Cleanup undoes of Provision
+
+	outageGrace int64 // OutageGrace in seconds
 }
+
+// defaultOutageGrace is outage_grace when it is not set.
+const defaultOutageGrace = 5 * time.Minute
 
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
@@ -203,7 +225,9 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision expands secrets, sets defaults and compiles rules. It never
 // contacts Logto: discovery and keys are fetched on first use.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	h.logger = ctx.Logger()
+	if h.logger == nil { // caddy logto check provisions with a logger of its own
+		h.logger = ctx.Logger()
+	}
 	repl := caddy.NewReplacer()
 
 	endpoint := strings.TrimRight(repl.ReplaceAll(h.Endpoint, ""), "/")
@@ -254,6 +278,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RevocationPoll == 0 {
 		h.RevocationPoll = caddy.Duration(10 * time.Second)
 	}
+	if h.OutageGrace == nil {
+		// Long enough that a Logto restart or a network blip goes
+		// unnoticed; short beside the hour an ID token lives anyway.
+		grace := caddy.Duration(defaultOutageGrace)
+		h.OutageGrace = &grace
+	}
+	h.outageGrace = int64(time.Duration(*h.OutageGrace) / time.Second)
 	// Expanded here (not per request) so Validate checks the real values.
 	h.BaseURL = strings.TrimRight(repl.ReplaceAll(h.BaseURL, ""), "/")
 	h.PostSignOutRedirect = repl.ReplaceAll(h.PostSignOutRedirect, "")
@@ -308,8 +339,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.client = c
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		h.logger.Warn("logto: the module's metrics are not in Caddy's registry", errField(err))
+	}
 	c.blocks.join(h)
-	ctx.OnCancel(func() {
+	h.cleanup = append(h.cleanup, func() {
 		c.blocks.leave(h)
 		releaseClient(c)
 	})
@@ -321,7 +355,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.stepUp = !h.needs.empty() && (!h.Pass || h.needsRequestAuth())
 	var unregister func()
 	h.app, unregister = registerNeeds(endpoint, appID, h.needs)
-	ctx.OnCancel(unregister)
+	h.cleanup = append(h.cleanup, unregister)
 	return nil
 }
 
@@ -347,10 +381,24 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("logto: extra_param %q is set by the module itself", k)
 		}
 	}
-	if time.Duration(h.IdleTimeout) < 0 || time.Duration(h.SessionLifetime) < 0 || time.Duration(h.SignInTimeout) < 0 {
+	if time.Duration(h.IdleTimeout) < 0 || time.Duration(h.SessionLifetime) < 0 || time.Duration(h.SignInTimeout) < 0 ||
+		h.OutageGrace != nil && *h.OutageGrace < 0 {
 		return errors.New("logto: durations must not be negative")
 	}
 	return h.checkResources()
+}
+
+// Cleanup lets go of what Provision took: the block's place in its
+// application and its share of the client, which ends with the last
+// block (its logout list stops being followed). Provision cannot leave
+// this to ctx.OnCancel: it gets a copy of the context, and what is
+// registered on a copy is never run when the config is unloaded.
+func (h *Handler) Cleanup() error {
+	for _, f := range h.cleanup {
+		f()
+	}
+	h.cleanup = nil
+	return nil
 }
 
 // ServeHTTP serves the flow endpoints and gates everything else. A
@@ -366,6 +414,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )
 

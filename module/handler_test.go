@@ -563,6 +563,7 @@ func TestProvisionDefaults(t *testing.T) {
 		{"session_lifetime", time.Duration(h.SessionLifetime), 14 * 24 * time.Hour},
 		{"sign_in_timeout", time.Duration(h.SignInTimeout), 10 * time.Minute},
 		{"revocation_poll", time.Duration(h.RevocationPoll), 10 * time.Second},
+		{"outage_grace", time.Duration(*h.OutageGrace), 5 * time.Minute},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
@@ -591,6 +592,49 @@ func TestProvisionWithoutConfig(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("Provision: %v", err)
+	}
+}
+
+// TestCleanupReleasesClient: unloading a config lets go of its handlers'
+// share of the client and of their application's needs, the way Caddy
+// unloads one: cancelling the config's context runs Cleanup on the modules
+// it loaded (what a module registers with OnCancel in Provision is never
+// run). A reload provisions the new config first, so an application both
+// configs have keeps its client.
+func TestCleanupReleasesClient(t *testing.T) {
+	idp := newFakeIdP(t)
+	testCaddyContext(t) // loads the config the contexts below derive from
+	raw := json.RawMessage(fmt.Sprintf(`{"endpoint":%q,"app_id":%q,"app_secret":%q}`, idp.srv.URL, idp.appID, idp.appSecret))
+	load := func() (*Handler, context.CancelFunc) {
+		t.Helper()
+		ctx, cancel := caddy.NewContext(caddy.ActiveContext())
+		mod, err := ctx.LoadModuleByID("http.handlers.logto", raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mod.(*Handler), cancel
+	}
+	old, unloadOld := load()
+	cur, unloadCur := load()
+	defer unloadCur()
+	if old.client != cur.client {
+		t.Fatal("one application, two clients")
+	}
+	key := cur.client.key()
+	unloadOld()
+	if n, _ := clients.References(key); n != 1 {
+		t.Errorf("the client's references after the old config is unloaded: %d, want 1", n)
+	}
+	unloadCur()
+	unloadCur() // Cleanup may run twice
+	if n, ok := clients.References(key); ok || n != 0 {
+		t.Errorf("the client is still held (%d) once no config has its application", n)
+	}
+	appsMu.Lock()
+	_, kept := apps[idp.srv.URL+"\x00"+idp.appID]
+	appsMu.Unlock()
+	if kept {
+		t.Error("the application's needs are kept once no config has it")
 	}
 }
 
@@ -633,6 +677,7 @@ func TestValidateErrors(t *testing.T) {
 		{"base_url with path", Handler{BaseURL: "https://app.example.com/app"}},
 		{"base_url without scheme", Handler{BaseURL: "app.example.com"}},
 		{"negative duration", Handler{IdleTimeout: caddy.Duration(-time.Second)}},
+		{"negative outage_grace", Handler{OutageGrace: new(caddy.Duration(-time.Second))}},
 		{"root path prefix", Handler{PathPrefix: "/"}},
 		{"extra param overriding PKCE", Handler{ExtraParams: map[string]string{"code_challenge_method": "plain"}}},
 		{"extra param overriding redirect_uri", Handler{ExtraParams: map[string]string{"redirect_uri": "https://evil.example/cb"}}},

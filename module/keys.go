@@ -54,6 +54,8 @@ type keySet struct {
 	// saveKeys).
 	saved func(body []byte)
 
+	metrics *appMetrics // set with saved
+
 	fetching sync.Mutex // one fetch at a time, without blocking readers
 	mu       sync.Mutex // guards keys and recent
 	keys     *jwks
@@ -179,6 +181,8 @@ func (k *keySet) fetchLocked(ctx context.Context, seen *jwks) (*jwks, []byte, er
 	}
 	k.mu.Unlock()
 
+	var err error // the fetch's outcome, fetched or parsed, for its metrics
+	defer k.metrics.timeCall(callKeys, time.Now(), &err)
 	// Readers keep verifying with the keys at hand meanwhile.
 	body, err := fetchJWKS(ctx, k.http, k.url)
 	if err != nil {

@@ -93,6 +93,8 @@ type revocations struct {
 	started bool
 	jtis    map[string]int64 // logout token ids seen, until they expire
 	pending []pendingWrite   // failed storage writes, retried on every poll
+
+	metrics *appMetrics // the application's: the list's size
 }
 
 // revStore is the storage an application's logout list lives in.
@@ -240,6 +242,7 @@ func (rv *revocations) sweep(now int64) {
 			return true
 		})
 	}
+	rv.metrics.setRevoked(&rv.set)
 }
 
 // sweepHandoffs deletes rotation handoff and logout token id records past
@@ -301,6 +304,7 @@ func (rv *revocations) merge(entries ...revocation) (added bool) {
 		}
 		added = true
 	}
+	rv.metrics.setRevoked(&rv.set)
 	return added
 }
 
@@ -418,9 +422,10 @@ const (
 	maxLogoutToken = 4 << 10
 )
 
-// logoutSlots bounds how many logout tokens are verified at once, process
-// wide.
-var logoutSlots = make(chan struct{}, 2)
+// maxLogoutChecks is how many logout tokens an application verifies at
+// once. Each application has its own slots (client.logoutSlots), so a
+// flood aimed at one cannot hold up the logouts of another.
+const maxLogoutChecks = 2
 
 // backchannelLogout receives Logto's logout token and ends the sessions it
 // names, here and, through storage, on every instance.
@@ -437,9 +442,10 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) erro
 	// Anyone may post here: at most a few tokens are checked at a time, so
 	// a flood of forgeries (each costs a signature check when it names the
 	// tenant's kid) takes a bounded share of the CPU. The others wait.
+	slots := h.client.logoutSlots
 	select {
-	case logoutSlots <- struct{}{}:
-		defer func() { <-logoutSlots }()
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
 	case <-r.Context().Done():
 		return caddyhttp.Error(http.StatusServiceUnavailable, r.Context().Err())
 	}
@@ -492,12 +498,14 @@ func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) erro
 		h.client.revoked.add(ctx, revokeSubNoSID, claims.Sub, until)
 	}
 	h.logger.Info("back-channel logout received", zap.String("user_id", claims.Sub), zap.Bool("sid", claims.SID != ""))
+	h.client.metrics.logout(logoutAccepted)
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
 
 func (h *Handler) badLogout(reason string) error {
 	h.logger.Warn("back-channel logout rejected", zap.String("reason", reason))
+	h.client.metrics.logout(logoutRejected)
 	return caddyhttp.Error(http.StatusBadRequest, errors.New("logto: invalid logout token: "+reason))
 }
 

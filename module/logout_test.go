@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -310,12 +312,13 @@ func BenchmarkForgedLogoutToken(b *testing.B) {
 // work) and gives up cleanly when its client goes away.
 func TestLogoutEndpointBoundsConcurrency(t *testing.T) {
 	hx := newHarness(t, nil, nil)
-	for range cap(logoutSlots) {
-		logoutSlots <- struct{}{}
+	slots := logoutPool(hx)
+	for range cap(slots) {
+		slots <- struct{}{}
 	}
 	defer func() {
-		for range cap(logoutSlots) {
-			<-logoutSlots
+		for range cap(slots) {
+			<-slots
 		}
 	}()
 	before := hx.idp.requests.Load()
@@ -376,5 +379,60 @@ func TestLogoutListSweep(t *testing.T) {
 	rv.sweep(now + 61)
 	if !rv.set.empty() {
 		t.Errorf("%d entries left, want none", rv.set.len())
+	}
+}
+
+// logoutPool is the pool of slots that bounds how many logout tokens hx's
+// application verifies at once.
+func logoutPool(hx *harness) chan struct{} { return hx.h.client.logoutSlots }
+
+// TestLogoutFloodOfOneApplicationSparesOthers stops a flood of forged
+// logout tokens aimed at one application from holding up the real
+// logouts of another: the slots that bound how many logout tokens are
+// verified at once (two) were one pool for the whole process, so
+// forgeries posted to application A's back-channel endpoint while A's
+// Logto was slow to answer left application B's genuine logout waiting
+// behind them, and B's user signed in. Each application has its own
+// slots.
+func TestLogoutFloodOfOneApplicationSparesOthers(t *testing.T) {
+	a := newHarness(t, nil, nil)
+	b := newHarness(t, nil, nil)
+	signedIn := b.signedIn()
+
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	a.idp.hold.Store(&release) // A's Logto hangs: each forgery keeps its slot
+	forged := tokenSignedByUnknownKey("kid-unknown")(a.idp.logoutClaims("user-1"))
+	pool := logoutPool(a)
+	var flood sync.WaitGroup
+	var answered atomic.Int64
+	for range cap(pool) + 2 {
+		flood.Add(1)
+		go func() {
+			defer flood.Done()
+			a.postLogout(forged)
+			answered.Add(1)
+		}()
+	}
+	waitFor(t, "the flood to take every slot of application A", func() bool { return len(pool) == cap(pool) })
+
+	done := make(chan *result, 1)
+	go func() { done <- b.postLogout(b.idp.logoutToken("user-1", nil)) }()
+	select {
+	case res := <-done:
+		mustAccept(t, res)
+	case <-time.After(30 * time.Second): // a deadlock detector, not a bound on speed
+		t.Fatal("application B's logout waited for the slots of application A's flood")
+	}
+	if n := answered.Load(); n != 0 {
+		t.Fatalf("application B's logout went through only once application A's flood gave up its slots (%d forgeries answered first, when A's Logto timed out)", n)
+	}
+	b.mustBeSignedOut(t, signedIn)
+
+	once.Do(func() { close(release) })
+	flood.Wait()
+	if len(pool) != 0 {
+		t.Errorf("%d slots of application A still taken after its flood was answered", len(pool))
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -64,10 +65,17 @@ type provider struct {
 	logout     *oidc.IDTokenVerifier
 	keys       *keySet
 	onKeys     func(body []byte) // given every key set fetched (saveKeys, in keys.go)
+	metrics    *appMetrics       // the application's series, for the calls' durations
 	fetched    time.Time
 	refreshing bool // a background refresh of a stale document runs
 	failedAt   time.Time
 	lastError  error
+
+	// unanswered is when a call to Logto last went unanswered (unix ns),
+	// 0 once one is answered; probing allows one check at a time
+	// (answering).
+	unanswered atomic.Int64
+	probing    sync.Mutex
 }
 
 func newProvider(endpoint, appID, appSecret string, hc *http.Client) *provider {
@@ -118,11 +126,56 @@ func (p *provider) discover(ctx context.Context) (*metadata, *oidc.IDTokenVerifi
 	return p.md, p.verifier, nil
 }
 
+// probeTimeout bounds the check of whether Logto answers again that a
+// sign-in makes after a failure (answering).
+const probeTimeout = 3 * time.Second
+
+// errNotAnswering: a call to Logto went unanswered a moment ago, and none
+// has been answered since.
+var errNotAnswering = fmt.Errorf("%w: it did not answer a moment ago", errUnavailable)
+
+// answering is asked before a sign-in sends a browser to Logto. Logto
+// counts as answering unless a call to it (discovery, token, userinfo)
+// got no answer since the last one it answered; then discovery is
+// fetched again, one fetch at a time and at most every discoveryRetry, and
+// meanwhile the sign-in gets 502 at once rather than a redirect to a Logto
+// that will not answer the browser either (an error page, or a hang).
+func (p *provider) answering(ctx context.Context) error {
+	failed := p.unanswered.Load()
+	if failed == 0 {
+		return nil
+	}
+	if p.now().UnixNano()-failed < int64(discoveryRetry) || !p.probing.TryLock() {
+		return errNotAnswering
+	}
+	defer p.probing.Unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
+	defer cancel()
+	if _, err := p.fetchMetadata(ctx); err != nil && p.unanswered.Load() != 0 {
+		return err
+	}
+	return nil
+}
+
+// noteAnswer records whether Logto answered a call. Any HTTP response is an
+// answer, an error page too (the browser would get one as well); no
+// connection or a timeout is not. A caller that went away (parent
+// cancelled) says nothing of Logto.
+func (p *provider) noteAnswer(parent context.Context, answered bool) {
+	switch {
+	case answered:
+		p.unanswered.Store(0)
+	case parent.Err() != context.Canceled:
+		p.unanswered.Store(p.now().UnixNano())
+	}
+}
+
 // install makes md the discovery document in use. The caller holds p.mu.
 func (p *provider) install(md *metadata) {
 	if p.keys == nil || p.md == nil || p.md.JWKSURI != md.JWKSURI {
 		p.keys = newKeySet(md.JWKSURI, p.http, p.now)
 		p.keys.saved = p.onKeys
+		p.keys.metrics = p.metrics
 	}
 	algs := md.IDTokenAlgs
 	if len(algs) == 0 {
@@ -176,8 +229,9 @@ func (p *provider) hasKeys() bool {
 // after discover.
 func (p *provider) storedVerifier() *oidc.IDTokenVerifier { return p.logoutVerifier() }
 
-func (p *provider) fetchMetadata(ctx context.Context) (*metadata, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+func (p *provider) fetchMetadata(parent context.Context) (_ *metadata, err error) {
+	defer p.metrics.timeCall(callDiscovery, time.Now(), &err)
+	ctx, cancel := context.WithTimeout(parent, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.issuer+"/.well-known/openid-configuration", nil)
 	if err != nil {
@@ -185,6 +239,7 @@ func (p *provider) fetchMetadata(ctx context.Context) (*metadata, error) {
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := p.http.Do(req)
+	p.noteAnswer(parent, err == nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: discovery: %v", errUnavailable, err)
 	}
@@ -251,7 +306,7 @@ func (p *provider) token(ctx context.Context, form url.Values) (*tokenResponse, 
 		return nil, err
 	}
 	var tr tokenResponse
-	if err := p.post(ctx, md.TokenEndpoint, form, &tr); err != nil {
+	if err := p.post(ctx, callToken, md.TokenEndpoint, form, &tr); err != nil {
 		return nil, err
 	}
 	if tr.AccessToken == "" && tr.IDToken == "" {
@@ -269,7 +324,7 @@ func (p *provider) revoke(ctx context.Context, refreshToken string) error {
 	if md.RevocationEndpoint == "" {
 		return nil
 	}
-	return p.post(ctx, md.RevocationEndpoint, url.Values{
+	return p.post(ctx, callRevocation, md.RevocationEndpoint, url.Values{
 		"token":           {refreshToken},
 		"token_type_hint": {"refresh_token"},
 	}, nil)
@@ -278,8 +333,9 @@ func (p *provider) revoke(ctx context.Context, refreshToken string) error {
 // post sends an authenticated form to Logto and decodes a JSON answer into
 // out (when not nil). OAuth errors come back as *TokenError; transport
 // failures and garbage as errUnavailable.
-func (p *provider) post(ctx context.Context, endpoint string, form url.Values, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+func (p *provider) post(parent context.Context, call logtoCall, endpoint string, form url.Values, out any) (err error) {
+	defer p.metrics.timeCall(call, time.Now(), &err)
+	ctx, cancel := context.WithTimeout(parent, 15*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
@@ -290,6 +346,7 @@ func (p *provider) post(ctx context.Context, endpoint string, form url.Values, o
 	// RFC 6749 §2.3.1: form-encode id and secret before Basic encoding.
 	req.SetBasicAuth(url.QueryEscape(p.appID), url.QueryEscape(p.appSecret))
 	resp, err := p.http.Do(req)
+	p.noteAnswer(parent, err == nil)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", errUnavailable, endpointName(endpoint), scrubURLError(err))
 	}
@@ -320,15 +377,16 @@ func (p *provider) post(ctx context.Context, endpoint string, form url.Values, o
 }
 
 // userinfo fetches the user's claims from Logto's userinfo endpoint.
-func (p *provider) userinfo(ctx context.Context, accessToken string) (map[string]any, error) {
-	md, _, err := p.discover(ctx)
+func (p *provider) userinfo(parent context.Context, accessToken string) (_ map[string]any, err error) {
+	md, _, err := p.discover(parent)
 	if err != nil {
 		return nil, err
 	}
 	if md.UserinfoEndpoint == "" {
 		return nil, fmt.Errorf("%w: no userinfo endpoint", errUnavailable)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer p.metrics.timeCall(callUserinfo, time.Now(), &err)
+	ctx, cancel := context.WithTimeout(parent, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, md.UserinfoEndpoint, nil)
 	if err != nil {
@@ -337,6 +395,7 @@ func (p *provider) userinfo(ctx context.Context, accessToken string) (map[string
 	req.Header.Set("Authorization", "Bearer "+accessToken)
 	req.Header.Set("Accept", "application/json")
 	resp, err := p.http.Do(req)
+	p.noteAnswer(parent, err == nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: userinfo: %v", errUnavailable, scrubURLError(err))
 	}
@@ -422,6 +481,7 @@ type client struct {
 	revoked  *revocations
 	blocks   appBlocks
 	verified *verifiedTokens
+	metrics  *appMetrics
 	keyCache keyCache
 	bearer   *bearerCache
 	logger   *zap.Logger
@@ -431,6 +491,10 @@ type client struct {
 	stopOnce sync.Once
 	// lockWaitFor is refreshLockWait, or less in tests.
 	lockWaitFor time.Duration
+
+	// logoutSlots bounds the logout tokens this application verifies at
+	// once (backchannelLogout).
+	logoutSlots chan struct{}
 }
 
 // acquireClient returns the client of cfg. A bearer_only block has no
@@ -480,10 +544,14 @@ func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
 		logger:   logger,
 		now:      time.Now,
 		done:     make(chan struct{}),
+
+		logoutSlots: make(chan struct{}, maxLogoutChecks),
 	}
 	c.revoked = newRevocations(logger)
 	c.idp.onKeys = c.saveKeys
 	c.poolKey = cfg.key()
+	c.metrics = acquireAppMetrics(metricsApp(cfg))
+	c.idp.metrics, c.revoked.metrics = c.metrics, c.metrics
 	go c.sweeper()
 	return c, nil
 }
@@ -492,6 +560,7 @@ func newClient(cfg clientConfig, logger *zap.Logger) (*client, error) {
 func (c *client) Destruct() error {
 	c.revoked.stop()
 	c.stopOnce.Do(func() { close(c.done) })
+	c.metrics.release()
 	return nil
 }
 

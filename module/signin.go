@@ -196,8 +196,12 @@ func validPrompt(s string) bool {
 // a fresh attempt (state, nonce, PKCE verifier) sealed in its own cookie.
 func (h *Handler) startSignIn(w http.ResponseWriter, r *http.Request, cs *cookieSet, returnTo string, p signInParams) error {
 	md, _, err := h.client.idp.discover(r.Context())
+	if err == nil {
+		err = h.client.idp.answering(r.Context())
+	}
 	if err != nil {
 		h.logger.Error("cannot start sign-in: Logto is unavailable", errField(err))
+		h.client.metrics.signInFailed(failUnavailable)
 		return caddyhttp.Error(http.StatusBadGateway, err)
 	}
 	// Scopes and resources are the application's, not this block's: Logto
@@ -264,6 +268,7 @@ func (h *Handler) startSignIn(w http.ResponseWriter, r *http.Request, cs *cookie
 		target += "?" + q.Encode()
 	}
 	h.logger.Debug("sending browser to Logto to sign in", zap.String("return", truncate(a.Return, 200)))
+	h.client.metrics.signIn(signInStarted)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target, http.StatusFound)
 	return nil
@@ -436,6 +441,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 	state := q.Get("state")
 	if !validState(state) {
 		h.logger.Warn("sign-in callback rejected", zap.String("reason", "missing or malformed state"))
+		h.client.metrics.signInFailed(failBadState)
 		return h.noAttempt(w, r, cs)
 	}
 	name := cs.attempt + attemptID(state)
@@ -444,6 +450,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 		// Forged state, a replayed callback after its attempt completed,
 		// or a browser that lost the cookie.
 		h.logger.Warn("sign-in callback rejected", zap.String("reason", "no sign-in attempt with this state"))
+		h.client.metrics.signInFailed(failBadState)
 		return h.noAttempt(w, r, cs)
 	}
 	// One use only: whatever happens next, this attempt is spent.
@@ -452,29 +459,34 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 	if e := q.Get("error"); e != "" {
 		h.logger.Warn("Logto returned an error to the sign-in callback", zap.String("error", truncate(sanitizeCode(e), 64)),
 			zap.String("error_description", sanitizeText(q.Get("error_description"))))
+		h.client.metrics.signInFailed(failLogtoError)
 		return caddyhttp.Error(http.StatusUnauthorized, errors.New("logto: sign-in was not completed: "+truncate(sanitizeCode(e), 64)))
 	}
 	now := h.client.now().Unix()
 	if h.client.now().UnixMilli()-a.Created > time.Duration(h.SignInTimeout).Milliseconds() {
 		// The user lingered on Logto's page: start over, same destination.
 		h.logger.Debug("sign-in attempt timed out; starting over")
+		h.client.metrics.signInFailed(failExpiredAttempt)
 		return h.startSignIn(w, r, cs, a.Return, a.Params)
 	}
 
 	md, verifier, err := h.client.idp.discover(r.Context())
 	if err != nil {
 		h.logger.Error("cannot complete sign-in: Logto is unavailable", errField(err))
+		h.client.metrics.signInFailed(failUnavailable)
 		return caddyhttp.Error(http.StatusBadGateway, err)
 	}
 	// RFC 9207: the response names its issuer, so a code from another
 	// identity provider (mix-up attack) is not redeemed here.
 	if iss := q.Get("iss"); iss != md.Issuer && (iss != "" || md.IssParameterSupported) {
 		h.logger.Warn("sign-in callback rejected", zap.String("reason", "iss does not match the issuer"))
+		h.client.metrics.signInFailed(failBadResponse)
 		return caddyhttp.Error(http.StatusBadRequest, errors.New("logto: sign-in response is from another issuer"))
 	}
 	code := q.Get("code")
 	if code == "" || len(code) > 2048 || !printable(code) {
 		h.logger.Warn("sign-in callback rejected", zap.String("reason", "missing or malformed code"))
+		h.client.metrics.signInFailed(failBadResponse)
 		return caddyhttp.Error(http.StatusBadRequest, errors.New("logto: sign-in response has no valid code"))
 	}
 
@@ -490,27 +502,33 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 		if errors.As(err, &te) {
 			if te.Code == "invalid_client" || te.Code == "unauthorized_client" {
 				h.logger.Error("Logto rejected the app credentials: check app_id and app_secret", refusalFields(te)...)
+				h.client.metrics.signInFailed(failInvalidClient)
 				return caddyhttp.Error(http.StatusBadGateway, err)
 			}
 			h.logger.Warn("Logto rejected the authorization code", refusalFields(te)...)
+			h.client.metrics.signInFailed(failExchange)
 			return caddyhttp.Error(http.StatusBadRequest, err)
 		}
 		h.logger.Error("cannot redeem the authorization code", errField(err))
+		h.client.metrics.signInFailed(failUnavailable)
 		return caddyhttp.Error(http.StatusBadGateway, err)
 	}
 	if tr.IDToken == "" {
 		h.logger.Error("Logto answered the code without an ID token (is the openid scope allowed?)")
+		h.client.metrics.signInFailed(failTokenInvalid)
 		return caddyhttp.Error(http.StatusBadGateway, errors.New("logto: no ID token in token response"))
 	}
 	idt, err := verifier.Verify(r.Context(), tr.IDToken)
 	if err != nil {
 		h.logger.Error("ID token failed verification", errField(err))
+		h.client.metrics.signInFailed(failTokenInvalid)
 		return caddyhttp.Error(http.StatusBadGateway, errors.New("logto: ID token failed verification"))
 	}
 	// go-oidc leaves the nonce to the caller; it ties the token to this
 	// browser's attempt (no token injection).
 	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(a.Nonce)) != 1 {
 		h.logger.Warn("sign-in callback rejected", zap.String("reason", "ID token nonce does not match"))
+		h.client.metrics.signInFailed(failTokenInvalid)
 		return caddyhttp.Error(http.StatusBadRequest, errors.New("logto: ID token nonce mismatch"))
 	}
 
@@ -533,6 +551,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 	}
 	u, err := newUser(s)
 	if err != nil {
+		h.client.metrics.signInFailed(failTokenInvalid)
 		return caddyhttp.Error(http.StatusBadGateway, err)
 	}
 	h.client.verified.add(tr.IDToken)
@@ -549,6 +568,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, cs *cookieSet
 		h.logger.Warn("Logto issued no refresh token (prompt must include consent and offline_access be allowed); the session cannot be refreshed")
 	}
 	h.logger.Info("user signed in", zap.String("user_id", u.sub))
+	h.client.metrics.signIn(signInCompleted)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, a.Return, http.StatusFound)
 	return nil

@@ -111,8 +111,11 @@ type fakeIdP struct {
 	// refuseWith, when set, makes the token endpoint answer every grant
 	// with this OAuth error (checked before failMode).
 	refuseWith atomic.Pointer[oauthRefusal]
-	down       atomic.Bool  // every endpoint answers 503
-	requests   atomic.Int64 // every request, answered or not
+	down       atomic.Bool // every endpoint answers 503
+	// hold, when set, makes every request wait until the channel is
+	// closed (or its client goes away): a Logto that hangs.
+	hold     atomic.Pointer[chan struct{}]
+	requests atomic.Int64 // every request, answered or not
 	// permissions a resource (or "urn:logto:organization:<id>") grants the
 	// user; a token carries those that were also asked for at sign-in.
 	permissions map[string][]string
@@ -191,6 +194,12 @@ func newFakeIdP(t testing.TB) *fakeIdP {
 	mux.HandleFunc("GET /oidc/session/end", idp.serveEndSession)
 	idp.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		idp.requests.Add(1)
+		if hold := idp.hold.Load(); hold != nil {
+			select {
+			case <-*hold:
+			case <-r.Context().Done():
+			}
+		}
 		if idp.down.Load() {
 			http.Error(w, "<html>502 Bad Gateway</html>", http.StatusServiceUnavailable)
 			return

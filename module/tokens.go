@@ -205,6 +205,7 @@ func (c *client) refresh(ctx context.Context, ls *liveSession, u *user, now int6
 	if cur := ls.cur.Load(); cur != nil && cur.s.Gen > u.s.Gen {
 		u = cur
 		if !needsRefresh(u, now) {
+			c.metrics.refresh(refreshShared)
 			return u, nil
 		}
 	}
@@ -247,11 +248,13 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 	// do so. Whoever waited on it finds the winner's result below.
 	unlock, err := c.lockRedeem(ctx, u)
 	if err != nil {
+		c.metrics.refresh(refreshUnavailable)
 		return nil, nil, err
 	}
 	defer unlock()
 	adopted, err := c.adoptRotated(ctx, u)
 	if err != nil {
+		c.metrics.refresh(refreshUnavailable)
 		return nil, nil, err
 	}
 	if adopted != nil {
@@ -260,6 +263,7 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 		ls.cur.Store(adopted)
 		u = adopted
 		if key == (tokenKey{}) && !needsRefresh(u, c.now().Unix()) {
+			c.metrics.refresh(refreshShared)
 			return u, &tokenResponse{}, nil
 		}
 	}
@@ -284,6 +288,7 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 			// Remembered, so the dead cookie is not sent to Logto again on
 			// every request that still carries it.
 			c.revoked.add(ctx, revokeSession, u.s.ID, u.s.Expires)
+			c.metrics.refresh(refreshInvalidGrant)
 			return nil, nil, errSessionEnded
 		case errors.As(err, &te) && (key.resource != "" || key.org != ""):
 			if isTokenRefusal(te) {
@@ -292,10 +297,13 @@ func (c *client) redeem(ctx context.Context, ls *liveSession, u *user, key token
 			// invalid_client, 429 and the like say nothing about the
 			// user's rights: an upstream failure (502, with back-off),
 			// not a 403 that sends every request to Logto again.
+			c.metrics.refresh(refreshUnavailable)
 			return nil, nil, fmt.Errorf("%w: %w", errUnavailable, err)
 		}
+		c.metrics.refresh(refreshUnavailable)
 		return nil, nil, err
 	}
+	c.metrics.refresh(refreshRefreshed)
 
 	s := u.s
 	changed := false
@@ -360,6 +368,7 @@ func (c *client) accessTokenFor(ctx context.Context, u *user, key tokenKey) (acc
 		u = cur
 	}
 	if at, ok := ls.token(key, now); ok {
+		c.metrics.refresh(refreshShared)
 		return at, u, nil
 	}
 	if c.now().Before(ls.retryAt) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 )
 
@@ -223,6 +225,181 @@ func TestSignInWhileLogtoDown(t *testing.T) {
 	// A fresh instance with no discovery cached answers 502 to navigation.
 	cold := newHarness(t, idp, func(h *Handler) { h.CookieSecrets = []string{randomString(24)} })
 	cold.serve(http.MethodGet, "/", newBrowser(), navigation()).mustHandlerError(t, http.StatusBadGateway)
+}
+
+// link is the network between hx's application and Logto, which a test
+// can cut: connections are then refused before any reaches the fake.
+type link struct {
+	cut     atomic.Bool
+	refused atomic.Int64 // connections refused while cut
+}
+
+func cutOff(hx *harness) *link {
+	l := &link{}
+	var d net.Dialer
+	hx.h.client.idp.http.Transport = &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if l.cut.Load() {
+				l.refused.Add(1)
+				return nil, errors.New("connection refused (test outage)")
+			}
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+	return l
+}
+
+// mustKeepSession checks a response leaves the session cookie alone: an
+// outage never signs anyone out.
+func mustKeepSession(t *testing.T, what string, res *result) {
+	t.Helper()
+	for _, c := range res.setCookies(t) {
+		if strings.HasPrefix(c.Name, sessionCookie) && c.MaxAge < 0 {
+			t.Errorf("%s: cleared the session cookie %s", what, c.Name)
+		}
+	}
+}
+
+// TestOutageGraceBoundsStaleSessions stops a Logto outage from turning
+// into access without end: a session whose ID token expired while Logto
+// could not be reached was served on what it held, the refresh retried
+// every 30 s, for as long as the outage lasted, so a user revoked or
+// locked out in Logto meanwhile (or whoever holds their cookie) kept
+// access as long as Logto stayed down. Within outage_grace (default 5m)
+// of the ID token's expiry the session is still served; past it a
+// protected request gets 503 with Retry-After, navigation and API alike,
+// and the cookie is kept, so once Logto answers the next refresh carries
+// on without a new sign-in.
+func TestOutageGraceBoundsStaleSessions(t *testing.T) {
+	var l *link
+	for _, c := range []struct {
+		name       string
+		fail, heal func(hx *harness)
+	}{
+		{"503", func(hx *harness) { hx.idp.down.Store(true) }, func(hx *harness) { hx.idp.down.Store(false) }},
+		{"500 from the token endpoint", func(hx *harness) { hx.idp.failMode.Store(idp500) }, func(hx *harness) { hx.idp.failMode.Store(idpOK) }},
+		{"unreachable", func(hx *harness) { l = cutOff(hx); l.cut.Store(true) }, func(hx *harness) { l.cut.Store(false) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			hx := newHarness(t, nil, nil)
+			b := hx.signedIn()
+			c.fail(hx)
+			hx.clock.Advance(time.Hour + time.Minute) // the ID token expired a minute ago
+			for _, opt := range []reqOpt{navigation(), fetchAPI()} {
+				res := hx.serve(http.MethodGet, "/", b, opt)
+				mustPass(t, res, "user-1")
+				mustKeepSession(t, "within the grace", res)
+			}
+			if res := hx.serve(http.MethodGet, "/logto/user", b, fetchAPI()); res.err != nil || res.rec.Code != http.StatusOK {
+				t.Errorf("/logto/user within the grace: err=%v code=%d, want 200", res.err, res.rec.Code)
+			}
+
+			hx.clock.Advance(4*time.Minute + time.Second) // past the default grace of 5m
+			for name, opt := range map[string]reqOpt{"navigation": navigation(), "API": fetchAPI()} {
+				res := hx.serve(http.MethodGet, "/", b, opt)
+				res.mustHandlerError(t, http.StatusServiceUnavailable)
+				if ra := res.rec.Header().Get("Retry-After"); ra != "30" {
+					t.Errorf("%s past the grace: Retry-After %q, want 30 (the refresh is retried every 30 s)", name, ra)
+				}
+				if loc := res.rec.Header().Get("Location"); loc != "" {
+					t.Errorf("%s past the grace: redirected to %q", name, loc)
+				}
+				mustKeepSession(t, name+" past the grace", res)
+			}
+			res := hx.serve(http.MethodGet, "/logto/user", b, fetchAPI())
+			res.mustHandlerError(t, http.StatusServiceUnavailable)
+			mustKeepSession(t, "/logto/user past the grace", res)
+
+			codes := hx.idp.codeGrants.Load()
+			c.heal(hx)
+			hx.clock.Advance(refreshRetry)
+			res = hx.serve(http.MethodGet, "/", b, navigation())
+			mustPass(t, res, "user-1")
+			if !res.newSession(t) {
+				t.Error("the session was not refreshed once Logto answered")
+			}
+			if n := hx.idp.codeGrants.Load(); n != codes {
+				t.Errorf("%d new sign-ins after the outage, want none", n-codes)
+			}
+		})
+	}
+}
+
+// TestOutageGraceZero: with outage_grace 0 a session Logto cannot renew is
+// served until its ID token expires and not a second after (503, cookie
+// kept); a pass block then lets the request through as anonymous, the
+// identity neither in placeholders nor in headers, the cookie still kept.
+func TestOutageGraceZero(t *testing.T) {
+	zero := caddy.Duration(0)
+	hx := newHarness(t, nil, func(h *Handler) { h.OutageGrace = &zero })
+	b := hx.signedIn()
+	hx.idp.down.Store(true)
+	hx.clock.Advance(time.Hour - 30*time.Second) // the refresh is due and fails
+	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1")
+	hx.clock.Advance(31 * time.Second) // the ID token expired a second ago
+	res := hx.serve(http.MethodGet, "/", b, navigation())
+	res.mustHandlerError(t, http.StatusServiceUnavailable)
+	mustKeepSession(t, "protected", res)
+
+	pass := newHarness(t, hx.idp, func(h *Handler) {
+		h.OutageGrace, h.Pass = &zero, true
+		h.Headers = map[string]string{"X-User-Id": "{http.auth.user.id}"}
+	})
+	res = pass.serve(http.MethodGet, "/", b, navigation())
+	if res.err != nil || !res.next {
+		t.Fatalf("pass block past the grace: err=%v, want the request to go on anonymous", res.err)
+	}
+	if id := res.ph["http.auth.user.id"]; id != "" || res.nextReq.Header.Get("X-User-Id") != "" {
+		t.Errorf("pass block past the grace named the user: {http.auth.user.id} %q, X-User-Id %q", id, res.nextReq.Header.Get("X-User-Id"))
+	}
+	mustKeepSession(t, "pass", res)
+}
+
+// TestSignInWhileLogtoKnownDown: with discovery cached, a sign-in started
+// while Logto could not be reached sent the browser on to a Logto that
+// would not answer it either (a browser error page, or a hang) rather than
+// a clear error. Once a call to Logto got no answer, and none has been
+// answered since, a new sign-in gets 502 at once and sets no cookie;
+// Logto is asked again at most every few seconds, and once it answers,
+// sign-ins go through. Logto answering with an error (a 500, garbage)
+// still answers: that sign-in goes ahead, as the browser would reach it.
+func TestSignInWhileLogtoKnownDown(t *testing.T) {
+	hx := newHarness(t, nil, nil)
+	b := hx.signedIn()
+	l := cutOff(hx)
+	l.cut.Store(true)
+	hx.clock.Advance(time.Hour)
+	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1") // its refresh gets no answer
+	tries := l.refused.Load()
+	for range 5 {
+		res := hx.serve(http.MethodGet, "/private", newBrowser(), navigation())
+		res.mustHandlerError(t, http.StatusBadGateway)
+		if sc := res.rec.Header().Values("Set-Cookie"); len(sc) != 0 {
+			t.Fatalf("a sign-in refused for the outage set cookies %q", sc)
+		}
+	}
+	if n := l.refused.Load() - tries; n != 0 {
+		t.Errorf("5 sign-ins right after Logto did not answer tried to reach it %d times, want 0", n)
+	}
+	hx.clock.Advance(discoveryRetry)
+	for range 5 {
+		hx.serve(http.MethodGet, "/private", newBrowser(), navigation()).mustHandlerError(t, http.StatusBadGateway)
+	}
+	if n := l.refused.Load() - tries; n != 1 {
+		t.Errorf("5 sign-ins a while after Logto did not answer tried to reach it %d times, want 1", n)
+	}
+	l.cut.Store(false)
+	hx.clock.Advance(discoveryRetry)
+	hx.mustRedirectToAuth(t, hx.serve(http.MethodGet, "/private", newBrowser(), navigation()))
+	hx.mustRedirectToAuth(t, hx.serve(http.MethodGet, "/private", newBrowser(), navigation()))
+
+	hx.clock.Advance(refreshRetry)
+	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1") // refreshed
+	// Logto answers, if with 503s.
+	hx.idp.down.Store(true)
+	hx.clock.Advance(time.Hour)
+	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1") // its refresh gets a 503
+	hx.mustRedirectToAuth(t, hx.serve(http.MethodGet, "/private", newBrowser(), navigation()))
 }
 
 // TestResourceToken: token_resource puts an access token for the API in a
@@ -775,7 +952,9 @@ func TestStorageOutageRouteTokenWaits(t *testing.T) {
 	grants := idp.refreshGrants.Load()
 
 	st.down.Store(true)
-	a.clock.Advance(2 * time.Hour)
+	// Both tokens expired, the ID token a minute ago: within outage_grace,
+	// past which the session itself would be refused (503).
+	a.clock.Advance(time.Hour + time.Minute)
 	a.serve(http.MethodGet, "/", br, fetchAPI()).mustHandlerError(t, http.StatusBadGateway)
 	if n := idp.refreshGrants.Load(); n != grants {
 		t.Errorf("%d refresh grants while storage was down, want 0", n-grants)

@@ -662,7 +662,7 @@ function shutdown() {
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
 
-server.on('error', (err) => fail(`cannot listen on ${host}:${port}: ${err.message}`));
+server.on('error', (err) => fail(`cannot listen on ${host}:${port}: ${err.message}${err.code === 'EADDRINUSE' ? ' (another service has the port: set DEVIDP_PORT to another one)' : ''}`));
 
 server.listen(port, host, async () => {
   const actualPort = server.address().port;

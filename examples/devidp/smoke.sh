@@ -617,6 +617,26 @@ for pair in ES256/P-256 ES512/P-521; do
 	stop_idp
 done
 
+echo "== a taken port: the dev IdP stops at once and names DEVIDP_PORT (make demo relies on it)"
+start_idp idp-port
+TAKEN=${BASE##*:}
+set +e
+DEVIDP_PORT=$TAKEN timeout 20 node server.js >"$TMP/taken.out" 2>"$TMP/taken.err"
+rc=$?
+set -e
+expect "taken port: exit status 2, no listening line" "$rc $(grep -c '^devidp listening on ' "$TMP/taken.out")" "2 0"
+grep -q "cannot listen on 127.0.0.1:$TAKEN: .*EADDRINUSE.*set DEVIDP_PORT to another one" "$TMP/taken.err" || die "taken port: the error names DEVIDP_PORT: $(cat "$TMP/taken.err")"
+ok "taken port: the error names DEVIDP_PORT"
+if [ -f ../../.ci/lib.sh ]; then
+	(source ../../.ci/lib.sh && port_taken "$TAKEN") || die ".ci/lib.sh port_taken: the port is taken"
+	ok ".ci/lib.sh port_taken: sees the dev IdP's port taken"
+	rc=$(source ../../.ci/lib.sh
+		DEVIDP_PORT=$TAKEN node server.js >"$TMP/taken2.out" 2>/dev/null &
+		wait_devidp $! "$TMP/taken2.out" 20 && echo 0 || echo 1)
+	expect ".ci/lib.sh wait_devidp: fails for a dev IdP that cannot listen, though the port answers" "$rc" 1
+fi
+stop_idp
+
 echo "== 20 starts in a row"
 slowest=0
 for i in $(seq 1 20); do

@@ -281,3 +281,60 @@ func jwtHeader(t testing.TB, jwt string) map[string]any {
 	}
 	return out
 }
+
+// TestOrganizationScopedTokensOnAGlobalAPI runs examples/api-clients, whose
+// blocks name no organization, against tokens Logto scopes to one: asked
+// for with resource and organization_id, a token for the API carries an
+// organization_id claim and the permissions the caller's roles in that
+// organization grant. The Reporter app may only read:docs on the API, but
+// its role in acme grants write:docs there; its acme-scoped token used to
+// pass /admin's "require scope write:docs" as if that were a global
+// permission. It is refused (401 invalid_token), as is a user's
+// acme-scoped token from a refresh, while their global tokens still work.
+func TestOrganizationScopedTokensOnAGlobalAPI(t *testing.T) {
+	t.Parallel()
+	requireStack(t)
+	idp := startTestIdP(t, nil)
+	up := newRecordingUpstream(t)
+	port := freePort(t)
+	siteURL := fmt.Sprintf("http://localhost:%d", port)
+	redirect := siteURL + "/logto/sign-in-callback"
+	app := registerApp(t, idp, logtoApp{}, []string{redirect}, []string{siteURL + "/"}, "")
+	runCaddy(t, "api-clients", port, caddyGlobals(t.TempDir(), "")+exampleCaddyfile(t, "api-clients"),
+		caddyVars(idp, app, "SITE_ADDRESS", siteURL, "API_UPSTREAM", up.addr()))
+	reporter, _ := idp.machineApps(t)
+	acme := idp.orgID(t, "acme")
+	const unscoped = `error_description="the access token is scoped to an organization`
+
+	global := idp.m2mToken(t, reporter, url.Values{"resource": {apiResource}, "scope": {"read:docs write:docs"}})
+	mustChallenge(t, "the app's global token on /admin", bearerReq(t, "POST", siteURL+"/admin/x", "Authorization", "Bearer "+global), 403, "insufficient_scope")
+	scoped := idp.m2mToken(t, reporter, url.Values{"resource": {apiResource}, "organization_id": {acme}, "scope": {"read:docs write:docs"}})
+	if c := jwtPayload(t, scoped); c["aud"] != apiResource || c["organization_id"] != acme || !strings.Contains(fmt.Sprint(c["scope"]), "write:docs") {
+		t.Fatalf("the dev IdP's organization-scoped token has claims %v: want aud %s, organization_id %s, write:docs", c, apiResource, acme)
+	}
+	for _, path := range []string{"/admin/x", "/api/docs"} {
+		r := bearerReq(t, "POST", siteURL+path, "Authorization", "Bearer "+scoped)
+		mustChallenge(t, "the app's acme-scoped token on "+path, r, 401, "invalid_token")
+		if www := r.Header.Get("WWW-Authenticate"); !strings.Contains(www, unscoped) {
+			t.Errorf("%s: WWW-Authenticate %q does not say why", path, www)
+		}
+	}
+
+	// A user's token from a refresh with resource and organization_id, as
+	// an SDK's getAccessToken(resource, organizationId) gets it.
+	alice := userTokens(t, idp, app, redirect, "alice", "read:docs write:docs urn:logto:scope:organizations")
+	status, out := idp.tokenRequest(t, app.id, app.secret, url.Values{
+		"grant_type": {"refresh_token"}, "refresh_token": {alice["refresh_token"].(string)},
+		"resource": {apiResource}, "organization_id": {acme},
+	})
+	userScoped, _ := out["access_token"].(string)
+	if status != http.StatusOK || jwtPayload(t, userScoped)["organization_id"] != acme {
+		t.Fatalf("refresh for an acme-scoped token: %d %v", status, out)
+	}
+	r := bearerReq(t, "GET", siteURL+"/api/docs", "Authorization", "Bearer "+userScoped)
+	mustChallenge(t, "alice's acme-scoped token on /api/docs", r, 401, "invalid_token")
+	if www := r.Header.Get("WWW-Authenticate"); !strings.Contains(www, unscoped) {
+		t.Errorf("WWW-Authenticate %q does not say why", www)
+	}
+	decodeEcho(t, bearerReq(t, "GET", siteURL+"/api/docs", "Authorization", "Bearer "+alice["access_token"].(string)))
+}

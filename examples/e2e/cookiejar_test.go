@@ -105,3 +105,20 @@ func (j *cookieJar) names() []string {
 // sessionCookie is the module's session cookie on localhost (a secure
 // context, so the __Host- form).
 const sessionCookie = "__Host-logto"
+
+// moduleCookiesIn lists the cookies of a Cookie header that are the
+// module's (named "logto" or "__Host-logto", and their chunks and sign-in
+// attempts). On localhost a browser sends the dev IdP's cookies to every
+// port, Logto's `_logto` among them, so a test asking whether the module's
+// cookies reached an upstream must look at names, not at the word.
+func moduleCookiesIn(header string) []string {
+	var own []string
+	for _, part := range strings.Split(header, ";") {
+		name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
+		base := strings.TrimPrefix(name, "__Host-")
+		if base == "logto" || strings.HasPrefix(base, "logto.") || strings.HasPrefix(base, "logto-") {
+			own = append(own, name)
+		}
+	}
+	return own
+}

@@ -301,12 +301,29 @@ func (e echoReply) hasCookie(c string) bool {
 // TestIdentityHeadersCannotBeSpoofed stops a client from passing itself off
 // as a user to the app behind the proxy, and stops the module's cookies
 // (sealed tokens) from leaking to it: identity headers the client sends are
-// removed (anonymous or not), the real ones are set for a signed-in user,
-// and no __Host-logto*/logto* cookie reaches the upstream while the app's
-// own cookies do.
+// removed (anonymous or not), also under names a CGI or PHP backend reads as
+// the same (X_User_Id, Logto.ID.Token), the real ones are set for a
+// signed-in user, and no __Host-logto*/logto* cookie reaches the upstream
+// while the app's own cookies do. Caddy drops header names with "_" or "."
+// before any handler runs, unless the server lets them in; the second run
+// lets them in, as an operator whose apps need such headers does, and the
+// module must remove the lookalikes itself.
 func TestIdentityHeadersCannotBeSpoofed(t *testing.T) {
 	t.Parallel()
 	requireStack(t)
+	for name, globals := range map[string]string{
+		"Caddy's defaults": "",
+		"underscore and dot headers allowed": "\tservers {\n\t\texpected_underscore_headers X_User_Id Logto_ID_Token\n" +
+			"\t\texpected_dot_headers X.User.Id Logto.ID.Token\n\t}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			identityHeadersCannotBeSpoofed(t, globals)
+		})
+	}
+}
+
+func identityHeadersCannotBeSpoofed(t *testing.T, globals string) {
 	up := echoUpstream(t)
 	s := newSite(t, env.idp)
 	s.start(`{$SITE_ADDRESS} {
@@ -320,10 +337,13 @@ func TestIdentityHeadersCannotBeSpoofed(t *testing.T) {
 	}
 	reverse_proxy `+up.Listener.Addr().String()+`
 }
-`, "", nil)
+`, globals, nil)
 	sub := s.idp.userID(t, "alice")
 	spoof := []string{
 		"X-User-Id", "admin", "x-user-id", "root", "Logto-ID-Token", "forged",
+		// Lookalikes a FastCGI backend (PHP) reads as HTTP_X_USER_ID and
+		// HTTP_LOGTO_ID_TOKEN.
+		"X_User_Id", "admin", "Logto_ID_Token", "forged", "X.User.Id", "admin", "Logto.ID.Token", "forged",
 		"Cookie", "theme=dark; logto=forged; __Host-logto-signin-AAAAAAAAAAAA=x; logto.1=y",
 	}
 
@@ -334,6 +354,7 @@ func TestIdentityHeadersCannotBeSpoofed(t *testing.T) {
 	if v, ok := anon.Headers["Logto-Id-Token"]; ok {
 		t.Errorf("anonymous: upstream got Logto-ID-Token %q", v)
 	}
+	anon.mustHaveNoLookalikes(t, "anonymous")
 	if mc := anon.moduleCookies(); len(mc) > 0 {
 		t.Errorf("anonymous: upstream got the module's cookies %v", mc)
 	}
@@ -353,11 +374,26 @@ func TestIdentityHeadersCannotBeSpoofed(t *testing.T) {
 	} else if claims := jwtPayload(t, tok); claims["sub"] != sub || claims["iss"] != s.idp.base+"/oidc" || claims["aud"] != s.appID {
 		t.Errorf("signed in: Logto-ID-Token claims sub=%v iss=%v aud=%v", claims["sub"], claims["iss"], claims["aud"])
 	}
+	me.mustHaveNoLookalikes(t, "signed in")
 	if mc := me.moduleCookies(); len(mc) > 0 {
 		t.Errorf("signed in: upstream got the module's cookies %v", mc)
 	}
 	if !me.hasCookie("theme=dark") {
 		t.Errorf("signed in: upstream lost the app's own cookie: %v", me.Cookies)
+	}
+}
+
+// mustHaveNoLookalikes checks the upstream got no identity header under a
+// name other than the one the module sets.
+func (e echoReply) mustHaveNoLookalikes(t *testing.T, who string) {
+	t.Helper()
+	for k, v := range e.Headers {
+		switch strings.NewReplacer("_", "-", ".", "-").Replace(strings.ToLower(k)) {
+		case "x-user-id", "logto-id-token":
+			if k != "X-User-Id" && k != "Logto-Id-Token" {
+				t.Errorf("%s: upstream got %s: %q", who, k, v)
+			}
+		}
 	}
 }
 

@@ -65,10 +65,13 @@ func TestREADMEDevelopmentListsModuleFiles(t *testing.T) {
 	}
 }
 
-// developmentSection is the text from "## Development" to the next heading
-// of the same or a higher level, or the end. A "# " line inside a code block
-// (a shell comment) is not a heading.
-func developmentSection(readme string) string {
+// developmentSection is the text of the README's "## Development" section.
+func developmentSection(readme string) string { return readmeSection(readme, "## Development") }
+
+// readmeSection is the text from the heading to the next heading of the same
+// or a higher level, or the end. A "# " line inside a code block (a shell
+// comment) is not a heading.
+func readmeSection(readme, heading string) string {
 	lines := strings.Split(readme, "\n")
 	start := -1
 	fenced := false
@@ -81,7 +84,7 @@ func developmentSection(readme string) string {
 			continue
 		}
 		if start < 0 {
-			if strings.TrimSpace(l) == "## Development" {
+			if strings.TrimSpace(l) == heading {
 				start = i + 1
 			}
 			continue

@@ -17,7 +17,7 @@ import (
 
 // startServer starts a redis-server for one test. Without it the test is
 // skipped, or fails when CI is set.
-func startServer(t *testing.T) *Server {
+func startServer(t testing.TB) *Server {
 	t.Helper()
 	srv, err := StartServer(t.TempDir(), 0)
 	if errors.Is(err, ErrNoServer) {
@@ -34,7 +34,7 @@ func startServer(t *testing.T) *Server {
 }
 
 // newStorage is one Caddy instance's view of the server.
-func newStorage(t *testing.T, srv *Server, lockTTL time.Duration) *Storage {
+func newStorage(t testing.TB, srv *Server, lockTTL time.Duration) *Storage {
 	t.Helper()
 	s := &Storage{Address: srv.Addr, Prefix: "test", LockTTL: caddy.Duration(lockTTL)}
 	if err := s.Provision(caddy.Context{}); err != nil {
@@ -262,4 +262,45 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// BenchmarkRefreshCoordination is what a refresh of caddy-logto's adds in
+// Redis so that instances redeem a refresh token once (see the module's
+// benchmark of the same name): take and release the session's lock, and
+// (lock+handoff) look for another instance's handoff and write one. The
+// test server syncs its append-only file on every write (appendfsync
+// always), so each write waits for the disk.
+func BenchmarkRefreshCoordination(b *testing.B) {
+	s := newStorage(b, startServer(b), 0)
+	ctx := context.Background()
+	name := "logto/0123456789abcdef/refreshing/0123456789abcdef0123456789abcdef"
+	handoff := []byte(strings.Repeat("x", 700))
+	b.Run("lock", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if err := s.Lock(ctx, name); err != nil {
+				b.Fatal(err)
+			}
+			if err := s.Unlock(ctx, name); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("lock+handoff", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := range b.N {
+			if err := s.Lock(ctx, name); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.Load(ctx, "logto/0123456789abcdef/rotated/missing"); !errors.Is(err, fs.ErrNotExist) {
+				b.Fatal(err)
+			}
+			if err := s.Store(ctx, "logto/0123456789abcdef/rotated/"+strconv.Itoa(i), handoff); err != nil {
+				b.Fatal(err)
+			}
+			if err := s.Unlock(ctx, name); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
