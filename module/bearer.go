@@ -633,6 +633,18 @@ func (bc *bearerCache) put(key uint64, t *bearerToken, now int64) {
 	bc.m[key] = t
 }
 
+// sweep drops the tokens that have expired, so the cache follows the
+// tokens in use rather than filling up with old ones.
+func (bc *bearerCache) sweep(now int64) {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	for k, t := range bc.m {
+		if t.exp < now {
+			delete(bc.m, k)
+		}
+	}
+}
+
 func (bc *bearerCache) len() int {
 	bc.mu.RLock()
 	defer bc.mu.RUnlock()

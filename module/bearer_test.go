@@ -504,6 +504,24 @@ func TestBearerFloodKeepsValidTokensCached(t *testing.T) {
 	}
 }
 
+// TestBearerCacheSweptAfterExpiry: expired access tokens leave the cache
+// with the client's sweep, not only when the cache is full or the token
+// comes back.
+func TestBearerCacheSweptAfterExpiry(t *testing.T) {
+	hx := bearerHarness(t, nil)
+	tok := hx.idp.accessToken(func(_, c map[string]any) { c["exp"] = hx.idp.now().Unix() + 300 })
+	mustPass(t, hx.serve("GET", "/api", nil, bearer(tok)), "user-1")
+	hx.h.client.sweep()
+	if n := hx.h.client.bearer.len(); n != 1 {
+		t.Fatalf("cache holds %d tokens before expiry, want 1", n)
+	}
+	hx.clock.Advance(300*time.Second + clockSkew + time.Second)
+	hx.h.client.sweep()
+	if n := hx.h.client.bearer.len(); n != 0 {
+		t.Errorf("cache holds %d tokens after they expired, want 0", n)
+	}
+}
+
 // TestBearerCachedUntilExpiry: a token is verified once, then served from
 // the cache, and refused once expired (60 s leeway).
 func TestBearerCachedUntilExpiry(t *testing.T) {

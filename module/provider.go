@@ -745,16 +745,17 @@ func (c *client) sweeper() {
 	}
 }
 
-// sweep drops what sessions unused for liveIdle left on this instance:
-// their live state, decoded cookies and verified ID tokens. Memory then
-// follows the sessions in use, also when nobody signs in to push old
-// ones out.
+// sweep drops what sessions unused for liveIdle left on this instance
+// (their live state, decoded cookies and verified ID tokens), and access
+// tokens that have expired. Memory then follows the sessions and tokens in
+// use, also when nobody signs in to push old ones out.
 func (c *client) sweep() {
 	now := c.now().Unix()
 	c.live.sweepIdle(now)
 	for _, t := range c.users.sweep(now, c.live.has) {
 		c.verified.remove(t)
 	}
+	c.bearer.sweep(now - int64(clockSkew/time.Second))
 }
 
 // makeRoom drops an arbitrary tenth of a bounded cache that is full. Map
