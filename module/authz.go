@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -254,6 +255,14 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 				return nil, errResponded
 			}
 			return nil, h.forbidden(u, "Logto refused a token for the route")
+		case errors.Is(err, errUnavailable) && !errors.As(err, new(*TokenError)):
+			// Logto (or the storage a refresh must read) is down or
+			// answering garbage, rather than refusing the app: the same
+			// answer as a session past outage_grace, and the session is
+			// kept for when it is back.
+			h.logger.Error("cannot obtain the route's access token", refusalFields(err)...)
+			w.Header().Set("Retry-After", strconv.Itoa(int(refreshRetry/time.Second)))
+			return nil, caddyhttp.Error(http.StatusServiceUnavailable, err)
 		case err != nil:
 			h.logger.Error("cannot obtain the route's access token", refusalFields(err)...)
 			return nil, caddyhttp.Error(http.StatusBadGateway, err)

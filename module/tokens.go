@@ -69,6 +69,12 @@ type liveSession struct {
 	info    map[string]any // userinfo claims
 	infoGen int            // session generation the userinfo belongs to
 	retryAt time.Time      // no refresh before this after a Logto failure
+	// silent is whether that failure was Logto not answering at all (down,
+	// restarting), which ends as soon as Logto answers again.
+	silent bool
+	// refusal is the answer of Logto's that started the back-off of a
+	// route token, if Logto answered one (so the back-off answers as it).
+	refusal *TokenError
 	// access is the opaque access token of the last code exchange or
 	// refresh (for userinfo), kept here rather than in the cookie; guarded
 	// by mu.
@@ -209,7 +215,7 @@ func (c *client) refresh(ctx context.Context, ls *liveSession, u *user, now int6
 			return u, nil
 		}
 	}
-	if c.now().Before(ls.retryAt) {
+	if c.backingOff(ctx, ls) {
 		return u, nil
 	}
 	nu, _, err := c.redeem(ctx, ls, u, tokenKey{})
@@ -217,7 +223,7 @@ func (c *client) refresh(ctx context.Context, ls *liveSession, u *user, now int6
 		if errors.Is(err, errSessionEnded) {
 			return nil, err
 		}
-		ls.retryAt = c.now().Add(refreshRetry)
+		c.backOff(ls)
 		c.logger.Warn("refreshing the session failed; it goes on with its current claims",
 			refusalFields(err)...)
 		return u, nil
@@ -226,10 +232,32 @@ func (c *client) refresh(ctx context.Context, ls *liveSession, u *user, now int6
 		// Logto answered but gave no ID token that verifies (keys
 		// unreachable mid-rotation, say): back off like any failure
 		// rather than refresh on every request.
-		ls.retryAt = c.now().Add(refreshRetry)
+		c.backOff(ls)
 		c.logger.Warn("refresh brought no valid ID token; the session goes on with its current claims")
 	}
 	return nu, nil
+}
+
+// backOff leaves Logto alone for this session for refreshRetry after a
+// failure, so a failing Logto is not asked again on every request. The
+// caller holds ls.mu.
+func (c *client) backOff(ls *liveSession) {
+	ls.retryAt = c.now().Add(refreshRetry)
+	ls.silent = c.idp.unanswered.Load() != 0
+}
+
+// backingOff is whether a recent failure still says to leave Logto alone.
+// A failure Logto answered (an error page, a refusal) is waited out. One of
+// Logto not answering ends as soon as Logto answers again (answering
+// probes it at most every few seconds, one request at a time), so sessions
+// do not each wait out their back-off after Logto is back: a soak with
+// Logto restarting saw API routes fail for up to 30 s after it was up.
+// The caller holds ls.mu.
+func (c *client) backingOff(ctx context.Context, ls *liveSession) bool {
+	if !c.now().Before(ls.retryAt) {
+		return false
+	}
+	return !ls.silent || c.idp.answering(ctx) != nil
 }
 
 // errBackoff answers requests that need Logto while a recent failure says
@@ -371,13 +399,19 @@ func (c *client) accessTokenFor(ctx context.Context, u *user, key tokenKey) (acc
 		c.metrics.refresh(refreshShared)
 		return at, u, nil
 	}
-	if c.now().Before(ls.retryAt) {
+	if c.backingOff(ctx, ls) {
+		if ls.refusal != nil {
+			// Logto refused the app (invalid_client, 429...): still that.
+			return accessToken{}, u, fmt.Errorf("%w: %w", errBackoff, ls.refusal)
+		}
 		return accessToken{}, u, errBackoff
 	}
 	nu, tr, err := c.redeem(ctx, ls, u, key)
 	if err != nil {
 		if !errors.Is(err, errSessionEnded) && !errors.Is(err, errTokenDenied) {
-			ls.retryAt = c.now().Add(refreshRetry)
+			c.backOff(ls)
+			ls.refusal = nil
+			errors.As(err, &ls.refusal)
 		}
 		return accessToken{}, u, err
 	}
@@ -592,7 +626,7 @@ func (c *client) userinfo(ctx context.Context, u *user) (map[string]any, *user, 
 	if ls.info != nil && ls.infoGen == u.s.Gen {
 		return ls.info, u, nil
 	}
-	if c.now().Before(ls.retryAt) {
+	if c.backingOff(ctx, ls) {
 		return nil, u, errBackoff
 	}
 	if ls.access == "" && u.s.Access != "" {
@@ -610,7 +644,7 @@ func (c *client) userinfo(ctx context.Context, u *user) (map[string]any, *user, 
 		nu, _, err := c.redeem(ctx, ls, u, tokenKey{})
 		if err != nil {
 			if !errors.Is(err, errSessionEnded) {
-				ls.retryAt = c.now().Add(refreshRetry)
+				c.backOff(ls)
 			}
 			return nil, u, err
 		}
@@ -626,7 +660,7 @@ func (c *client) userinfo(ctx context.Context, u *user) (map[string]any, *user, 
 	}
 	info, err := c.idp.userinfo(ctx, ls.access)
 	if err != nil {
-		ls.retryAt = c.now().Add(refreshRetry)
+		c.backOff(ls)
 		return nil, u, err
 	}
 	if sub, _ := info["sub"].(string); sub != u.sub {

@@ -937,7 +937,7 @@ func TestRotationHandoffFollowsChain(t *testing.T) {
 }
 
 // TestStorageOutageRouteTokenWaits: a route whose API token must be
-// renewed while storage is down answers 502 rather than present a refresh
+// renewed while storage is down answers 503 rather than present a refresh
 // token another instance may have rotated; once storage is back it works.
 func TestStorageOutageRouteTokenWaits(t *testing.T) {
 	idp := newFakeIdP(t)
@@ -955,7 +955,11 @@ func TestStorageOutageRouteTokenWaits(t *testing.T) {
 	// Both tokens expired, the ID token a minute ago: within outage_grace,
 	// past which the session itself would be refused (503).
 	a.clock.Advance(time.Hour + time.Minute)
-	a.serve(http.MethodGet, "/", br, fetchAPI()).mustHandlerError(t, http.StatusBadGateway)
+	res := a.serve(http.MethodGet, "/", br, fetchAPI())
+	res.mustHandlerError(t, http.StatusServiceUnavailable)
+	if ra := res.rec.Header().Get("Retry-After"); ra != "30" {
+		t.Errorf("route token while storage is down: Retry-After %q, want 30", ra)
+	}
 	if n := idp.refreshGrants.Load(); n != grants {
 		t.Errorf("%d refresh grants while storage was down, want 0", n-grants)
 	}
@@ -1215,4 +1219,57 @@ func TestRefreshLockKeysHoldNoToken(t *testing.T) {
 	if len(st.m) == 0 || len(st.names) == 0 {
 		t.Error("no handoff or no lock in storage")
 	}
+}
+
+// TestRouteTokenWhileLogtoDownIs503 stops an outage of Logto from reading
+// as a broken gateway: a route that needs a new access token while Logto
+// does not answer gets 503 with Retry-After, the session kept, as a
+// session past outage_grace does; and once Logto answers again the route
+// works at the next request after Logto's probe (a few seconds), not after
+// every session has waited out its 30 s back-off (a soak with Logto
+// restarting saw API routes fail that long after it was up).
+func TestRouteTokenWhileLogtoDownIs503(t *testing.T) {
+	hx := newHarness(t, nil, func(h *Handler) { h.TokenResource = testAPI })
+	b := hx.signedIn()
+	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1")
+	l := cutOff(hx)
+	l.cut.Store(true)
+	hx.clock.Advance(time.Hour + time.Second) // the route's token expired
+
+	res := hx.serve(http.MethodGet, "/", b, fetchAPI())
+	res.mustHandlerError(t, http.StatusServiceUnavailable)
+	if ra := res.rec.Header().Get("Retry-After"); ra != "30" {
+		t.Errorf("Retry-After %q, want 30", ra)
+	}
+	mustKeepSession(t, "route token while Logto is down", res)
+	refused := l.refused.Load()
+	hx.serve(http.MethodGet, "/", b, fetchAPI()).mustHandlerError(t, http.StatusServiceUnavailable)
+	if n := l.refused.Load(); n != refused {
+		t.Errorf("%d more connection attempts right after Logto failed, want none (back off)", n-refused)
+	}
+
+	l.cut.Store(false)
+	hx.clock.Advance(discoveryRetry + time.Second) // well inside the 30 s back-off
+	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1")
+}
+
+// TestBackoffHoldsWhileLogtoAnswersErrors: the back-off that ends when a
+// silent Logto answers again must not end for a Logto that answers with
+// errors, or every request would ask it again.
+func TestBackoffHoldsWhileLogtoAnswersErrors(t *testing.T) {
+	hx := newHarness(t, nil, func(h *Handler) { h.TokenResource = testAPI })
+	b := hx.signedIn()
+	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1")
+	hx.idp.failMode.Store(idp500)
+	hx.clock.Advance(time.Hour + time.Second)
+	hx.serve(http.MethodGet, "/", b, fetchAPI()).mustHandlerError(t, http.StatusServiceUnavailable)
+	grants := hx.idp.refreshGrants.Load()
+	hx.clock.Advance(discoveryRetry + time.Second)
+	hx.serve(http.MethodGet, "/", b, fetchAPI()).mustHandlerError(t, http.StatusServiceUnavailable)
+	if n := hx.idp.refreshGrants.Load(); n != grants {
+		t.Errorf("%d token requests to a Logto answering 500 within the back-off, want none", n-grants)
+	}
+	hx.idp.failMode.Store(idpOK)
+	hx.clock.Advance(refreshRetry)
+	mustPass(t, hx.serve(http.MethodGet, "/", b, fetchAPI()), "user-1")
 }
