@@ -28,11 +28,12 @@ package e2e
 //     endpoint (SOAK_RELOADS), on a schedule spread over the run.
 //
 // A request is classified by the window it overlapped: idp_up (all up),
-// idp_down, idp_recovery (SOAK_RECOVERY after the IdP answered again: the
-// module waits 30 s before asking Logto again after a failure, so a route
-// that needed a new token can still answer 502 for that long), redis_down,
-// redis_recovery. It fails on a lost session (a 401 or a redirect to sign
-// in for a user who never signed out, in any window), a 5xx in idp_up, a
+// idp_down, idp_recovery (SOAK_RECOVERY after the IdP answered again: a
+// session that failed against a Logto that answered errors waits 30 s
+// before asking again), redis_down, redis_recovery. It fails on a lost
+// session (a 401 or a redirect to sign in for a user who never signed out,
+// in any window), an answer while the IdP was down other than 200 or 503
+// with Retry-After, a 5xx in idp_up, a
 // refresh token Logto refused (invalid_grant: the grant was revoked), a
 // refresh token redeemed again after it rotated (as the dev IdP counts
 // them, when it does, and as tokenWatch sees them), a run in which no
@@ -1597,6 +1598,16 @@ func (rep *soakReport) judge() []string {
 	}
 	if n := rep.FiveXXWhileUp.Count; n > 0 {
 		f = append(f, fmt.Sprintf("%d 5xx while everything was up (outside outage and recovery windows); first: %s", n, evString(rep.FiveXXWhileUp.Events[0])))
+	}
+	var other []string
+	for kind, n := range rep.OutageOther {
+		if n > 0 {
+			other = append(other, fmt.Sprintf("%s %d", kind, n))
+		}
+	}
+	if len(other) > 0 {
+		sort.Strings(other)
+		f = append(f, "answers while the IdP was down that were neither 200 nor 503 with Retry-After: "+strings.Join(other, ", "))
 	}
 	if n := rep.ClientErrors.Count; n > 0 {
 		f = append(f, fmt.Sprintf("%d requests got no answer (client timeout %gs, reset, refused); first: %s", n, rep.Config.Timeout, evString(rep.ClientErrors.Events[0])))
