@@ -260,11 +260,11 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 			// answering garbage, rather than refusing the app: the same
 			// answer as a session past outage_grace, and the session is
 			// kept for when it is back.
-			h.logger.Error("cannot obtain the route's access token", refusalFields(err)...)
+			h.logRouteTokenFailure(err)
 			w.Header().Set("Retry-After", strconv.Itoa(int(refreshRetry/time.Second)))
 			return nil, caddyhttp.Error(http.StatusServiceUnavailable, err)
 		case err != nil:
-			h.logger.Error("cannot obtain the route's access token", refusalFields(err)...)
+			h.logRouteTokenFailure(err)
 			return nil, caddyhttp.Error(http.StatusBadGateway, err)
 		}
 		u = nu
@@ -279,6 +279,17 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, repl *caddy.
 	}
 	ra.u = u
 	return ra, nil
+}
+
+// logRouteTokenFailure logs why the route's token could not be had, once
+// per failure: the requests answered from the back-off that follows it are
+// logged at debug level, so an outage is not an error line per request.
+func (h *Handler) logRouteTokenFailure(err error) {
+	if errors.Is(err, errBackoff) {
+		h.logger.Debug("cannot obtain the route's access token", refusalFields(err)...)
+		return
+	}
+	h.logger.Error("cannot obtain the route's access token", refusalFields(err)...)
 }
 
 // subject is what require rules read, of a signed-in user or of an access
